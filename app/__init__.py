@@ -1,0 +1,1 @@
+"""singrec: app package."""

@@ -1,0 +1,1 @@
+"""singrec: data package."""

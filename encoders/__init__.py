@@ -1,0 +1,1 @@
+"""singrec: encoders package."""

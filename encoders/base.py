@@ -1,0 +1,42 @@
+"""What every song embedder offers (learned encoders and baselines alike), and torch thread policy."""
+from __future__ import annotations
+
+import os
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+
+from data.features import FeatureConfig
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A song-level embedder: variable-length log-mel in, one L2-normalised vector per song out."""
+
+    name: str                # "timbre", "melody", "mfcc", ...
+    dim: int                 # embedding size
+    features: FeatureConfig  # the log-mel the embedder expects
+
+    def embed_logmels(self, mels: Sequence[torch.Tensor]) -> np.ndarray:
+        """Embed songs given as log-mel tensors of shape (n_mels, T_i). Returns float32 (N, dim), unit rows."""
+        ...
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation of a (N, d) array, float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def set_torch_threads(n: int | None = None) -> int:
+    """Use at most ``n`` (default: number of usable cores, capped at 4) intra-op threads.
+
+    Small convolutional models get slower, not faster, when torch oversubscribes a 2-core machine
+    (its default also counts hyperthreads and other processes' cores). ``SINGREC_THREADS`` overrides.
+    """
+    if n is None:
+        n = int(os.environ.get("SINGREC_THREADS", "0")) or min(4, len(os.sched_getaffinity(0)))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
