@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from data.errors import SingrecError
@@ -42,6 +43,28 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def _plain(x: Any) -> Any:
+    """Metadata as plain Python types, so that ``torch.load(weights_only=True)`` accepts it
+    (numpy scalars and arrays, Paths, ``torch.__version__`` and other str subclasses become plain types)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    if x is None or type(x) in (bool, int, float, str) or isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, bool):
+        return bool(x)
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return float(x)
+    return str(x)
+
+
 def save_checkpoint(path: str | Path, *, kind: str, model: torch.nn.Module, config: dict,
                     features: FeatureConfig, metrics: dict | None = None, data: dict | None = None,
                     train: dict | None = None) -> Path:
@@ -49,12 +72,12 @@ def save_checkpoint(path: str | Path, *, kind: str, model: torch.nn.Module, conf
     payload = {
         "format": FORMAT,
         "kind": kind,
-        "config": dict(config),
+        "config": _plain(dict(config)),
         "features": features.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metrics": dict(metrics or {}),
-        "data": dict(data or {}),
-        "train": dict(train or {}),
+        "metrics": _plain(dict(metrics or {})),
+        "data": _plain(dict(data or {})),
+        "train": _plain(dict(train or {})),
     }
     atomic_torch_save(payload, path)
     return Path(path)
@@ -111,7 +134,7 @@ def load_encoder(path: str | Path, *, kind: str | None = None):
         raise SingrecError(f"unknown encoder kind {ckpt['kind']!r}", path)
     try:
         enc = cls.from_checkpoint(ckpt, features=features)
-    except (TypeError, RuntimeError, KeyError) as exc:  # config fields / weight shapes do not match the code
+    except (TypeError, RuntimeError, KeyError, ValueError) as exc:  # config fields / weight shapes do not match the code
         raise SingrecError(f"checkpoint does not match this version's {ckpt['kind']} model: {exc}", path) from exc
     enc.checkpoint_path = str(path)
     enc.checkpoint_sha256 = file_sha256(path)

@@ -1,0 +1,162 @@
+"""Embed songs with several encoders at once: each song is loaded (and its log-mel computed) once.
+
+``embed_songs(paths_or_waveforms, {"timbre": t, "melody": m})`` returns ``(timbre (N, d_t), melody (N, d_m))``;
+any other set of embedders gives ``{name: (N, d)}``. Files are decoded by a small thread pool ahead of the
+model (soundfile and soxr release the GIL), songs go through the encoders in batches, and a tqdm bar shows
+progress.
+
+Encoders declare what they read with ``input_kind``: ``"logmel"`` (the default: ``embed_logmels`` gets the
+shared (n_mels, T) log-mels) or ``"waveform"`` (``embed_waveforms`` gets the decoded audio, e.g. the melody
+encoder, which needs finer pitch detail than the 48-band log-mel has).
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, Literal, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from data.audio import check_waveform, load_audio
+from data.errors import SingrecError
+from data.features import FeatureConfig, log_mel
+from encoders.base import set_torch_threads
+
+log = logging.getLogger(__name__)
+
+
+class Failure(NamedTuple):
+    """A song that could not be embedded: its position in the input, its path (or label) and why."""
+
+    index: int
+    path: str
+    reason: str
+
+
+def _named(encoders) -> dict:
+    if isinstance(encoders, Mapping):
+        named = dict(encoders)
+    else:
+        named = {}
+        for enc in encoders:
+            if enc.name in named:
+                raise SingrecError(f"two encoders are both named {enc.name!r}; pass a dict to name them")
+            named[enc.name] = enc
+    if not named:
+        raise SingrecError("no encoders given")
+    return named
+
+
+def _common_features(named: dict) -> FeatureConfig:
+    feats = {name: enc.features for name, enc in named.items()}
+    first = next(iter(feats.values()))
+    for name, f in feats.items():
+        if f != first:
+            raise SingrecError(f"encoders disagree on features: {next(iter(feats))} uses {first}, "
+                               f"{name} uses {f}")
+    return first
+
+
+def _load(item, index: int, sr: int, min_seconds: float):
+    """(index, label, wave or None, reason or None) for one path or waveform."""
+    if isinstance(item, (str, Path)):
+        label = str(item)
+        try:
+            return index, label, load_audio(item, sr=sr, min_seconds=min_seconds), None
+        except SingrecError as exc:
+            return index, label, None, exc.reason
+    label = f"waveform #{index}"
+    try:
+        return index, label, check_waveform(np.asarray(item), sr=sr, min_seconds=min_seconds, source=label), None
+    except SingrecError as exc:
+        return index, label, None, exc.reason
+
+
+def _loaded(items: Sequence, sr: int, min_seconds: float, workers: int) -> Iterator[tuple]:
+    """Load items in input order, ``workers`` threads ahead (inline when workers <= 1)."""
+    if workers <= 1:
+        for i, item in enumerate(items):
+            yield _load(item, i, sr, min_seconds)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="singrec-load") as pool:
+        pending = []
+        it = iter(enumerate(items))
+        for i, item in it:  # keep a bounded window of futures in flight
+            pending.append(pool.submit(_load, item, i, sr, min_seconds))
+            if len(pending) >= 4 * workers:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
+
+
+def embed_songs(songs: Sequence[str | Path | np.ndarray], encoders, *, batch_size: int = 16,
+                progress: bool = True, workers: int = 2, on_error: Literal["raise", "skip"] = "raise",
+                min_seconds: float = 0.5):
+    """Embed songs (files or mono float32 waveforms at the encoders' sample rate) with every encoder.
+
+    Parameters
+    ----------
+    songs : audio file paths, or waveforms (np arrays of shape (N,)), or a mix
+    encoders : ``{"timbre": enc, "melody": enc}``, any ``{name: Embedder}``, or a list of Embedders (keyed
+        by their ``name``); all must share one FeatureConfig
+    batch_size : songs per encoder call (crops of a batch are embedded together)
+    progress : show a tqdm bar
+    workers : audio-decoding threads running ahead of the encoders (<= 1: decode inline)
+    on_error : ``"raise"``: the first unreadable song raises a SingrecError naming it;
+        ``"skip"``: unreadable songs are left out and returned as a list of :class:`Failure`
+    min_seconds : shorter songs are unreadable
+
+    Returns
+    -------
+    With exactly the encoders ``timbre`` and ``melody``: ``(timbre, melody)``, else ``{name: array}``;
+    arrays are float32 (n_ok, dim) with unit rows, in input order. With ``on_error="skip"`` the failures
+    list is appended: ``(timbre, melody, failures)`` or ``(dict, failures)``; the rows then belong to the
+    inputs whose index is not in ``failures``.
+    """
+    from tqdm.auto import tqdm
+
+    if on_error not in ("raise", "skip"):
+        raise SingrecError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    named = _named(encoders)
+    features = _common_features(named)
+    set_torch_threads()
+    kinds = {name: getattr(enc, "input_kind", "logmel") for name, enc in named.items()}
+    need_mel = any(k != "waveform" for k in kinds.values())
+
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in named}
+    failures: list[Failure] = []
+    batch: list[np.ndarray] = []
+
+    def flush():
+        if not batch:
+            return
+        mels = [log_mel(w, cfg=features) for w in batch] if need_mel else None
+        for name, enc in named.items():
+            out = enc.embed_waveforms(batch) if kinds[name] == "waveform" else enc.embed_logmels(mels)
+            chunks[name].append(np.asarray(out, dtype=np.float32))
+        batch.clear()
+
+    bar = tqdm(total=len(songs), desc="embedding", unit="song", disable=not progress)
+    try:
+        for index, label, wave, reason in _loaded(songs, features.sample_rate, min_seconds, workers):
+            if wave is None:
+                if on_error == "raise":
+                    raise SingrecError(reason, label)
+                log.warning("skipping %s: %s", label, reason)
+                failures.append(Failure(index, label, reason))
+            else:
+                batch.append(wave)
+                if len(batch) >= batch_size:
+                    flush()
+            bar.update(1)
+        flush()
+    finally:
+        bar.close()
+
+    arrays = {name: (np.concatenate(c) if c else np.zeros((0, named[name].dim), np.float32))
+              for name, c in chunks.items()}
+    result = (arrays["timbre"], arrays["melody"]) if set(arrays) == {"timbre", "melody"} else arrays
+    if on_error == "skip":
+        return (*result, failures) if isinstance(result, tuple) else (result, failures)
+    return result

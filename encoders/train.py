@@ -1,0 +1,347 @@
+"""Train the encoders on a catalogue: ``train(catalogue, out_dir, ...)`` (the function behind ``singrec train``).
+
+Timbre: the catalogue's songs are split into train / validation BY SONG (seeded, stratified by singer so
+that every singer with two or more songs keeps at least one training song), their audio is loaded once
+into memory, and :mod:`encoders.timbre` trains for ``epochs`` passes. After every epoch the full training
+state (weights, optimizer, epoch, step, rng states, history) is written atomically to
+``out_dir/timbre.state.pt``; re-running the same call continues from there. At the end
+``out_dir/timbre.pt`` is written with :func:`encoders.checkpoint.save_checkpoint` (weights, config, features,
+validation metrics, a data summary with the manifest's sha256, and the exact command).
+
+Melody: delegated to :func:`encoders.melody.train_melody`, which writes ``out_dir/melody.pt``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data.audio import load_audio
+from data.catalogue import Catalogue
+from data.errors import SingrecError
+from data.features import DEFAULT_FEATURES, FeatureConfig, log_mel
+from encoders.base import set_torch_threads
+from encoders.checkpoint import atomic_torch_save, file_sha256, save_checkpoint
+from encoders.timbre import (Policy, SongBank, TimbreConfig, TimbreEncoder, TimbreNet, train_epoch,
+                             validation_loss)
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "singrec-train-state/1"
+# config fields that may change between a run and its resumption (everything else must match)
+RESUMABLE_CHANGES = ("epochs",)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data: split, loading, retrieval metrics
+# ----------------------------------------------------------------------------------------------------------
+
+def split_by_song(songs: pd.DataFrame, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded train / validation split of ``song_id``s, stratified by singer.
+
+    Each singer contributes ``round(n * val_fraction)`` songs to validation, but always keeps at least one
+    training song (a singer with a single song is train-only). Returns (train ids, val ids), each sorted.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise SingrecError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng([seed, 7])
+    train, val = [], []
+    for _, g in songs.sort_values("song_id").groupby("singer", sort=True):
+        ids = g["song_id"].to_numpy()
+        ids = ids[rng.permutation(len(ids))]
+        n_val = min(int(round(len(ids) * val_fraction)), len(ids) - 1)
+        val.extend(ids[:n_val])
+        train.extend(ids[n_val:])
+    return sorted(train), sorted(val)
+
+
+def load_waves(paths: list[str], *, sr: int, max_seconds: float | None = None,
+               progress: bool = True) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
+    """Load every file once (mono float32 at ``sr``); unreadable files are logged and returned as None.
+
+    Returns (waves aligned with ``paths``, [(path, reason)] failures).
+    """
+    from tqdm.auto import tqdm
+
+    waves, failures = [], []
+    for p in tqdm(paths, desc="loading audio", unit="song", disable=not progress):
+        try:
+            waves.append(load_audio(p, sr=sr, max_seconds=max_seconds))
+        except SingrecError as exc:
+            log.warning("skipping %s: %s", p, exc.reason)
+            waves.append(None)
+            failures.append((str(p), exc.reason))
+    return waves, failures
+
+
+def retrieval_metrics(emb: np.ndarray, labels, queries: np.ndarray | None = None) -> dict[str, float]:
+    """Singer retrieval with song vectors: top-1 (nearest other song has the query's label) and mAP.
+
+    Parameters
+    ----------
+    emb : (N, d) unit rows
+    labels : (N,) labels (singer)
+    queries : indices of the query songs (default: all); the gallery is every other song
+
+    Only queries with at least one other same-label song count.
+    """
+    labels = np.asarray(labels)
+    queries = np.arange(len(labels)) if queries is None else np.asarray(queries)
+    sims = emb[queries] @ emb.T  # (Q, N)
+    sims[np.arange(len(queries)), queries] = -np.inf  # never retrieve the query itself
+    top1, aps = [], []
+    for qi, q in enumerate(queries):
+        rel = labels == labels[q]
+        rel[q] = False
+        if not rel.any():
+            continue
+        order = np.argsort(-sims[qi], kind="stable")[:-1]  # drop the query (ranked last)
+        hits = rel[order]
+        top1.append(float(hits[0]))
+        ranks = np.flatnonzero(hits) + 1
+        aps.append(float(np.mean(np.arange(1, len(ranks) + 1) / ranks)))
+    if not top1:
+        return {"singer_top1": float("nan"), "singer_map": float("nan"), "n_queries": 0}
+    return {"singer_top1": float(np.mean(top1)), "singer_map": float(np.mean(aps)), "n_queries": len(top1)}
+
+
+def embed_waves(encoder, waves: list[np.ndarray], features: FeatureConfig = DEFAULT_FEATURES,
+                chunk: int = 64) -> np.ndarray:
+    """Song vectors of in-memory waveforms with any Embedder, in chunks. Returns (N, dim) float32."""
+    out = []
+    for i in range(0, len(waves), chunk):
+        mels = [log_mel(w, cfg=features) for w in waves[i:i + chunk]]
+        out.append(encoder.embed_logmels(mels))
+    return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
+
+
+def _data_summary(cat: Catalogue, train_ids: list[str], val_ids: list[str], failures: list) -> dict:
+    src = Path(cat.source)
+    sha = file_sha256(src) if src.is_file() else cat.fingerprint()
+    return {"catalogue": str(src), "manifest_sha256": sha, "n_songs": len(cat),
+            "n_singers": int(cat.songs["singer"].nunique()), "n_train_songs": len(train_ids),
+            "n_val_songs": len(val_ids), "n_failed": len(failures),
+            "failed": [f"{p}: {r}" for p, r in failures[:20]]}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _command() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("singrec", "__main__.py", "cli.py")):
+        argv[0] = "singrec" if argv[0].endswith("singrec") else argv[0]
+    return shlex.join(argv)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Timbre
+# ----------------------------------------------------------------------------------------------------------
+
+def _state_matches(state: dict, cfg: TimbreConfig, data: dict, seed: int, val_ids: list[str]) -> str | None:
+    """Why a saved training state cannot be resumed with these settings (None if it can)."""
+    old = dict(state["config"])
+    new = asdict(cfg)
+    diffs = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
+    if diffs:
+        return "different settings: " + ", ".join(f"{k}={old.get(k)!r}->{new[k]!r}" for k in diffs)
+    if state["seed"] != seed:
+        return f"different seed ({state['seed']} -> {seed})"
+    if state["data"]["manifest_sha256"] != data["manifest_sha256"]:
+        return "the catalogue changed"
+    if list(state["val_ids"]) != list(val_ids):
+        return "a different validation split"
+    return None
+
+
+def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int = 0,
+                 val_fraction: float = 0.2, resume: bool = True, progress: bool = True,
+                 command: str | None = None, features: FeatureConfig = DEFAULT_FEATURES,
+                 eval_every: int = 0) -> Path:
+    """Train (or resume) the timbre encoder; writes ``out_dir/timbre.state.pt`` each epoch and
+    ``out_dir/timbre.pt`` at the end. Returns the checkpoint path.
+
+    ``eval_every`` > 0 also logs validation retrieval every that many epochs (it costs an embedding pass).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, state_path = out_dir / "timbre.pt", out_dir / "timbre.state.pt"
+    _seed_everything(seed)
+
+    train_ids, val_ids = split_by_song(cat.songs, val_fraction, seed)
+    songs = cat.songs.set_index("song_id")
+    ids = train_ids + val_ids
+    waves, failures = load_waves(songs.loc[ids, "path"].tolist(), sr=features.sample_rate,
+                                 max_seconds=cfg.max_train_seconds, progress=progress)
+    ok = {sid: w for sid, w in zip(ids, waves) if w is not None}
+    train_ids = [s for s in train_ids if s in ok]
+    val_ids = [s for s in val_ids if s in ok]
+    if len(train_ids) < 2:
+        raise SingrecError(f"too few readable training songs ({len(train_ids)}) to train the timbre encoder",
+                           cat.source)
+    singer_codes = {s: i for i, s in enumerate(sorted(cat.songs["singer"].unique()))}
+    train_bank = SongBank([ok[s] for s in train_ids], [singer_codes[songs.at[s, "singer"]] for s in train_ids])
+    val_bank = SongBank([ok[s] for s in val_ids], [singer_codes[songs.at[s, "singer"]] for s in val_ids])
+    data = _data_summary(cat, train_ids, val_ids, failures)
+    log.info("timbre: %d train / %d val songs, %d singers, %d unreadable", len(train_ids), len(val_ids),
+             data["n_singers"], len(failures))
+
+    model = TimbreNet(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train_bank) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    epoch, step, seconds, history = 0, 0, 0.0, []
+
+    if resume and state_path.is_file():
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            if state.get("format") != STATE_FORMAT:
+                raise ValueError(f"format {state.get('format')!r}")
+        except Exception as exc:
+            raise SingrecError(f"cannot resume from this training state ({exc}); "
+                               "delete it or pass resume=False", state_path) from exc
+        why = _state_matches(state, cfg, data, seed, val_ids)
+        if why:
+            raise SingrecError(f"cannot resume: this run was started with {why}; use another output folder "
+                               "or resume=False (--no-resume) to start over", state_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        epoch, step, seconds, history = state["epoch"], state["step"], state["seconds"], list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_as_tuple(state["rng"]["python"]))
+        log.info("timbre: resuming from epoch %d/%d (%s)", epoch, cfg.epochs, state_path)
+        if epoch >= cfg.epochs and ckpt_path.is_file():
+            log.info("timbre: already trained for %d epochs: %s", epoch, ckpt_path)
+            return ckpt_path
+
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    bar = tqdm(range(epoch, cfg.epochs), desc="timbre", unit="epoch", disable=not progress,
+               initial=epoch, total=cfg.epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        train_loss, step = train_epoch(model, opt, train_bank, cfg, seed=seed, epoch=epoch, step=step,
+                                       total_steps=total_steps, features=features, progress=progress)
+        val_loss = validation_loss(model, val_bank, cfg, seed=seed, features=features)
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                  "seconds": time.perf_counter() - t0}
+        if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < cfg.epochs:
+            record.update(_val_retrieval(model, train_bank, val_bank, features))
+        history.append(record)
+        seconds += time.perf_counter() - t0
+        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+        log.info("timbre epoch %d/%d: %s", epoch + 1, cfg.epochs,
+                 ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+        atomic_torch_save({
+            "format": STATE_FORMAT, "config": asdict(cfg), "seed": seed, "data": data, "val_ids": val_ids,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
+            "seconds": seconds, "history": history,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        }, state_path)
+    epochs_done = history[-1]["epoch"] if history else 0
+
+    model.eval()
+    metrics = {"val_loss": history[-1]["val_loss"] if history else float("nan"),
+               "train_loss": history[-1]["train_loss"] if history else float("nan"),
+               **_val_retrieval(model, train_bank, val_bank, features), "history": history}
+    log.info("timbre: val singer top-1 %.3f, mAP %.3f (%d queries)", metrics["val_singer_top1"],
+             metrics["val_singer_map"], metrics["val_n_queries"])
+    train_info = {"command": command or _command(), "epochs": epochs_done, "steps": step,
+                  "seconds": round(seconds, 1), "seconds_this_run": round(time.perf_counter() - t_start, 1),
+                  "seed": seed, "val_fraction": val_fraction, "threads": torch.get_num_threads(),
+                  "torch": str(torch.__version__)}
+    save_checkpoint(ckpt_path, kind="timbre", model=model, config=asdict(cfg), features=features,
+                    metrics=metrics, data=data, train=train_info)
+    log.info("timbre: wrote %s", ckpt_path)
+    return ckpt_path
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
+                   features: FeatureConfig) -> dict[str, float]:
+    """Val songs as queries against every other song (train + val): singer top-1 and mAP."""
+    if len(val_bank) == 0:
+        return {"val_singer_top1": float("nan"), "val_singer_map": float("nan"), "val_n_queries": 0}
+    was_training = model.training
+    enc = TimbreEncoder(model.eval(), features=features)
+    emb = embed_waves(enc, list(val_bank.waves) + list(train_bank.waves), features)
+    labels = np.concatenate([val_bank.singers, train_bank.singers])
+    m = retrieval_metrics(emb, labels, queries=np.arange(len(val_bank)))
+    model.train(was_training)
+    return {"val_singer_top1": m["singer_top1"], "val_singer_map": m["singer_map"],
+            "val_n_queries": m["n_queries"]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------
+
+def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
+          encoder: Literal["both", "timbre", "melody"] = "both",
+          pitch: Policy = "neg", stretch: Policy = "neg",
+          positives: Literal["song", "singer"] | None = None,
+          epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+          seed: int = 0, val_fraction: float = 0.2, resume: bool = True, threads: int | None = None,
+          progress: bool = True, command: str | None = None,
+          timbre_config: TimbreConfig | None = None) -> dict[str, Path]:
+    """Train the timbre and/or melody encoder on a catalogue; returns ``{"timbre": path, "melody": path}``.
+
+    Parameters
+    ----------
+    catalogue : a catalogue folder, a manifest (CSV/Parquet) or an opened :class:`~data.catalogue.Catalogue`
+    out_dir : where ``timbre.pt`` / ``melody.pt`` (and their ``*.state.pt`` resume files) are written
+    encoder : which encoder(s) to train
+    pitch, stretch : timbre pair policy for pitch-shifted / time-stretched copies of the anchor crop:
+        ``"pos"`` (extra positive), ``"neg"`` (extra hard negative) or ``"none"``
+    positives : timbre base positive, ``"song"`` (another crop of the same song, self-supervised) or
+        ``"singer"`` (a crop of another song by the same singer); default: the TimbreConfig default
+    epochs, batch_size, lr : override the encoders' defaults (None keeps them)
+    seed : seeds the split, sampling and initialisation (torch, numpy, random)
+    val_fraction : share of each singer's songs held out for validation (split by song)
+    resume : continue from ``out_dir/*.state.pt`` when present (an error if its settings differ)
+    threads : torch intra-op threads (default: :func:`encoders.base.set_torch_threads`)
+    progress : tqdm progress bars
+    command : the command line recorded in the checkpoint (default: ``sys.argv``)
+    timbre_config : full timbre config (its fields are overridden by the explicit arguments above)
+
+    Raises
+    ------
+    SingrecError : unreadable catalogue, too few readable songs, or a resume state that does not match.
+    """
+    if encoder not in ("both", "timbre", "melody"):
+        raise SingrecError(f"encoder must be 'both', 'timbre' or 'melody', got {encoder!r}")
+    set_torch_threads(threads)
+    cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
+    out_dir = Path(out_dir)
+    command = command or _command()
+    paths: dict[str, Path] = {}
+    if encoder in ("both", "timbre"):
+        overrides = {k: v for k, v in dict(pitch=pitch, stretch=stretch, positives=positives, epochs=epochs,
+                                           batch_size=batch_size, lr=lr).items() if v is not None}
+        try:
+            cfg = replace(timbre_config or TimbreConfig(), **overrides)
+        except ValueError as exc:
+            raise SingrecError(f"invalid timbre settings: {exc}") from exc
+        paths["timbre"] = train_timbre(cat, out_dir, cfg, seed=seed, val_fraction=val_fraction,
+                                       resume=resume, progress=progress, command=command)
+    if encoder in ("both", "melody"):
+        from encoders.melody import train_melody
+
+        kwargs = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size).items() if v is not None}
+        paths["melody"] = Path(train_melody(cat, out_dir / "melody.pt", seed=seed, resume=resume, **kwargs))
+    return paths
