@@ -11,3 +11,43 @@ def tiny_catalogue(tmp_path_factory):
     from data.synth import synthesize_catalogue
 
     return synthesize_catalogue(tmp_path_factory.mktemp("tiny_catalogue"), singers=4, songs=3, seconds=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """A folder with timbre.pt and melody.pt: small seeded (untrained) encoders saved as real checkpoints,
+    so index/ranking tests exercise the checkpoint format and sha256 checks without the shipped weights."""
+    import torch
+
+    from data.features import DEFAULT_FEATURES
+    from dataclasses import asdict
+    from encoders.checkpoint import save_checkpoint
+    from encoders.melody import TCAE, MelodyConfig
+    from encoders.timbre import TimbreConfig, TimbreNet
+
+    folder = tmp_path_factory.mktemp("tiny_checkpoints")
+    torch.manual_seed(0)
+    tcfg = TimbreConfig()
+    save_checkpoint(folder / "timbre.pt", kind="timbre", model=TimbreNet(tcfg), config=asdict(tcfg),
+                    features=DEFAULT_FEATURES)
+    mcfg = MelodyConfig(channels=16, n_layers=7, latent_dim=8, dec_layers=1)
+    save_checkpoint(folder / "melody.pt", kind="melody", model=TCAE(mcfg), config=asdict(mcfg),
+                    features=DEFAULT_FEATURES)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tiny_checkpoints):
+    from encoders.checkpoint import load_default_encoders
+
+    return load_default_encoders(tiny_checkpoints)
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tiny_catalogue, tiny_encoders, tmp_path_factory):
+    """A finished index directory of the tiny catalogue (read-only: copy it before changing anything)."""
+    from index.build import build_catalogue_index
+
+    out = tmp_path_factory.mktemp("tiny_index") / "index"
+    build_catalogue_index(tiny_catalogue, out, encoders=tiny_encoders, progress=False)
+    return out

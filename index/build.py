@@ -1,0 +1,243 @@
+"""Offline catalogue indexing: audio files -> song/singer vectors -> FAISS indexes + map (DESIGN.md).
+
+The build is resumable and incremental:
+
+- songs are embedded in fixed chunks; each finished chunk is written atomically to ``INDEX_DIR/build/``
+  next to a plan (the song list and the encoders' sha256). Running the same command after a kill skips
+  the finished chunks and ends with the same index as an uninterrupted run.
+- ``append=True`` keeps the raw vectors of songs already indexed (``embeddings/``) and embeds only songs
+  that are new (or failed before); songs gone from the catalogue are dropped. Rows are ordered by song id,
+  so an appended index equals a full rebuild.
+- a song that fails to load is written to ``failures.csv`` with its reason and the rest is indexed.
+- ``index.json`` is removed first and written last when the final files are replaced, so a reader never
+  mistakes a half-written directory for an index.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from tqdm.auto import tqdm
+
+from data.catalogue import Catalogue
+from data.errors import SingrecError
+from encoders.base import l2_normalise, set_torch_threads
+from encoders.embed import embed_songs
+from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
+from index.map import compute_map
+from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, read_info, write_csv, write_json,
+                         write_npy, write_npz, write_parquet)
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 32  # songs per resumable unit of work
+FAILURE_COLUMNS = ["song_id", "singer", "path", "reason"]
+
+
+@dataclass
+class BuildReport:
+    """What a build did; ``summary()`` is what the CLI prints."""
+
+    index_dir: Path
+    n_songs: int                 # songs in the finished index
+    n_singers: int
+    n_embedded: int              # songs embedded by this run (the rest were reused or resumed)
+    n_reused: int                # songs whose vectors came from the previous index (append)
+    n_resumed: int               # songs whose vectors came from chunks of an interrupted run
+    failures: pd.DataFrame = field(repr=False)
+    audio_seconds: float = 0.0   # audio embedded by this run
+    seconds: float = 0.0         # wall time of this run
+
+    def summary(self) -> str:
+        speed = f", {self.audio_seconds / self.seconds:.0f}x real time" if self.n_embedded and self.seconds else ""
+        return (f"indexed {self.n_songs} songs by {self.n_singers} singers into {self.index_dir} "
+                f"({self.n_embedded} embedded, {self.n_reused} reused, {self.n_resumed} resumed, "
+                f"{len(self.failures)} failed) in {self.seconds:.1f} s{speed}")
+
+
+def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, list[tuple[int, str]]]:
+    """Embed audio files with every encoder; files that fail are reported, not raised.
+
+    Returns
+    -------
+    vectors : {kind: float32 (M, d)} for the M files that loaded, in input order
+    durations : float32 (M,) seconds
+    failures : [(position in ``paths``, reason)]
+    """
+    timbre, melody, failed = embed_songs(paths, encoders, on_error="skip", progress=False)
+    failures = [(f.index, f.reason) for f in failed]
+    bad = {i for i, _ in failures}
+    durations = np.array([sf.info(p).duration for i, p in enumerate(paths) if i not in bad], np.float32)
+    return {"timbre": timbre, "melody": melody}, durations, failures
+
+
+def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({k: encoder_info(e)["sha256"] for k, e in sorted(encoders.items())}).encode())
+    h.update(f"{chunk_size}\n".encode())
+    h.update("\n".join(song_ids).encode())
+    return h.hexdigest()
+
+
+def _load_previous(index_dir: Path, encoders: dict) -> tuple[pd.DataFrame, dict]:
+    info = read_info(index_dir)
+    check_encoders(info, encoders, index_dir)
+    songs = pd.read_parquet(index_dir / "songs.parquet")
+    vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy") for k in KINDS}
+    return songs, vectors
+
+
+def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
+                          checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
+                          chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0) -> BuildReport:
+    """Index a catalogue into ``out_dir`` (see module docstring).
+
+    Parameters
+    ----------
+    catalogue : folder, manifest, or a :class:`Catalogue`
+    out_dir : the index directory (created)
+    encoders : {"timbre": enc, "melody": enc}; default: loaded from ``checkpoints`` (default: shipped weights)
+    index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs)
+    append : reuse the vectors of songs already in ``out_dir`` and embed only the new ones
+    chunk_size : songs per resumable chunk
+
+    Raises
+    ------
+    SingrecError : bad catalogue or checkpoints, mismatched encoders on append, or no song could be indexed.
+    """
+    t0 = time.perf_counter()
+    set_torch_threads()
+    cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
+    if encoders is None:
+        from encoders.checkpoint import load_default_encoders
+        encoders = load_default_encoders(checkpoints)
+    missing = [k for k in KINDS if k not in encoders]
+    if missing:
+        raise SingrecError(f"encoders for {missing} are required to build an index")
+    out_dir = Path(out_dir)
+    build_dir = out_dir / "build"
+
+    # ---- what is already done: a previous index (append) and an interrupted run's chunks
+    prev_songs, prev_vectors = pd.DataFrame(columns=["song_id"]), {k: None for k in KINDS}
+    if append:
+        if (out_dir / "index.json").is_file():
+            prev_songs, prev_vectors = _load_previous(out_dir, encoders)
+        else:
+            log.info("no finished index in %s; --append builds it from scratch", out_dir)
+    known = set(prev_songs["song_id"])
+    todo = cat.songs[~cat.songs["song_id"].isin(known)].reset_index(drop=True)
+    todo_ids = todo["song_id"].tolist()
+    key = _plan_key(todo_ids, encoders, chunk_size)
+    plan_path = build_dir / "plan.json"
+    if plan_path.is_file() and json.loads(plan_path.read_text()).get("key") == key:
+        log.info("resuming the unfinished build in %s", build_dir)
+    else:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        write_json(plan_path, {"key": key, "songs": len(todo_ids), "chunk_size": chunk_size,
+                               "catalogue": str(cat.source)})
+
+    # ---- embed the songs still to do, chunk by chunk
+    n_chunks = (len(todo_ids) + chunk_size - 1) // chunk_size
+    n_embedded = n_resumed = 0
+    audio_seconds = 0.0
+    bar = tqdm(total=len(todo_ids), desc="indexing", unit="song", disable=not progress)
+    for c in range(n_chunks):
+        part = build_dir / f"part-{c:05d}.npz"
+        rows = todo.iloc[c * chunk_size:(c + 1) * chunk_size]
+        if part.is_file():
+            n_resumed += len(rows)
+        else:
+            vectors, durations, failures = embed_files(rows["path"].tolist(), encoders)
+            failed = {i for i, _ in failures}
+            write_npz(part, song_ids=np.array([s for i, s in enumerate(rows["song_id"]) if i not in failed]),
+                      durations=durations, failed_ids=np.array([rows["song_id"].iloc[i] for i, _ in failures]),
+                      failed_reasons=np.array([r for _, r in failures]),
+                      **{f"vec_{k}": v for k, v in vectors.items()})
+            n_embedded += len(rows) - len(failures)
+            audio_seconds += float(durations.sum())
+        bar.update(len(rows))
+    bar.close()
+
+    # ---- gather: previous vectors of songs still in the catalogue + this build's chunks
+    ids, durs, vecs, fails = [], [], {k: [] for k in KINDS}, []
+    keep_prev = prev_songs["song_id"].isin(set(cat.songs["song_id"])).to_numpy()
+    if keep_prev.any():
+        ids += prev_songs["song_id"][keep_prev].tolist()
+        durs += prev_songs["duration"][keep_prev].tolist()
+        for k in KINDS:
+            vecs[k].append(prev_vectors[k][keep_prev])
+    for c in range(n_chunks):
+        with np.load(build_dir / f"part-{c:05d}.npz") as z:
+            ids += z["song_ids"].tolist()
+            durs += z["durations"].tolist()
+            for k in KINDS:
+                vecs[k].append(z[f"vec_{k}"])
+            fails += list(zip(z["failed_ids"].tolist(), z["failed_reasons"].tolist()))
+    by_id = cat.songs.set_index("song_id")
+    failures = pd.DataFrame([{"song_id": s, "singer": by_id.at[s, "singer"], "path": by_id.at[s, "path"],
+                              "reason": r} for s, r in fails], columns=FAILURE_COLUMNS)
+    if not ids:
+        write_csv(out_dir / "failures.csv", failures)
+        raise SingrecError(f"no song could be indexed ({len(failures)} failed; see failures.csv)", out_dir)
+
+    order = np.argsort(np.array(ids, dtype=object), kind="stable")  # row order = song id order
+    song_vecs = {k: l2_normalise(np.concatenate([v for v in vecs[k] if len(v)]))[order] for k in KINDS}
+    songs = by_id.loc[np.array(ids, dtype=object)[order]].reset_index()
+    songs.insert(songs.columns.get_loc("singer") + 1, "duration", np.asarray(durs, np.float32)[order])
+
+    # ---- singers: normalised mean of their songs
+    singer_names = sorted(songs["singer"].unique())
+    codes = pd.Categorical(songs["singer"], categories=singer_names).codes
+    singer_vecs = {}
+    for k in KINDS:
+        sums = np.zeros((len(singer_names), song_vecs[k].shape[1]), np.float64)
+        np.add.at(sums, codes, song_vecs[k])
+        singer_vecs[k] = l2_normalise(sums)
+    singer_meta = cat.singer_table().drop(columns="n_songs")
+    singers = pd.DataFrame({"singer": singer_names, "n_songs": np.bincount(codes, minlength=len(singer_names))})
+    singers = singers.merge(singer_meta, on="singer", how="left")
+
+    map_df, map_info = compute_map(songs, song_vecs["timbre"], singers, singer_vecs["timbre"], seed=seed)
+
+    # ---- write: index.json goes first (removed) and last (written)
+    (out_dir / "index.json").unlink(missing_ok=True)
+    song_key = choose_index_key(len(songs)) if index_key == "auto" else index_key
+    for k in KINDS:
+        write_npy(out_dir / "embeddings" / f"songs_{k}.npy", song_vecs[k])
+        write_npy(out_dir / "embeddings" / f"singers_{k}.npy", singer_vecs[k])
+        idx = build_index(song_vecs[k], song_key, seed=seed)
+        extra = {"nprobe": default_nprobe(song_key)} if song_key.startswith("IVF") else {}
+        save_index(idx, out_dir / f"{k}_songs.faiss", info={"factory": song_key, "encoder": k, **extra})
+        save_index(build_index(singer_vecs[k], "Flat"), out_dir / f"{k}_singers.faiss",
+                   info={"factory": "Flat", "encoder": k})
+    write_parquet(out_dir / "songs.parquet", songs)
+    write_parquet(out_dir / "singers.parquet", singers)
+    write_parquet(out_dir / "map.parquet", map_df)
+    write_csv(out_dir / "failures.csv", failures)
+    features = encoders["timbre"].features
+    write_json(out_dir / "index.json", {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "catalogue": {"source": str(cat.source), "root": str(cat.root), "songs": len(cat)},
+        "encoders": {k: encoder_info(encoders[k]) for k in KINDS},
+        "features": features.to_dict(),
+        "dims": {k: int(song_vecs[k].shape[1]) for k in KINDS},
+        "counts": {"songs": len(songs), "singers": len(singers), "failures": len(failures)},
+        "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product"},
+        "map": map_info,
+        "metadata_columns": cat.metadata_columns,
+    })
+    shutil.rmtree(build_dir, ignore_errors=True)
+    report = BuildReport(out_dir, len(songs), len(singers), n_embedded, int(keep_prev.sum()), n_resumed,
+                         failures, audio_seconds, time.perf_counter() - t0)
+    log.info(report.summary())
+    return report

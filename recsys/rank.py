@@ -1,0 +1,305 @@
+"""Similar-singer ranking over an index directory.
+
+``Recommender.load(INDEX_DIR).similar_singers(query, k=10, timbre_weight=0.7, filters=None, diversity=0.0)``
+
+How a query is answered:
+
+1. The query becomes a set of weighted *query songs*, each a (timbre, melody) vector pair: a singer is all
+   of its songs, a song is itself, an audio clip is embedded on the fly, and a mix of singers is the songs
+   of each singer, each singer carrying its weight.
+2. Candidate singers come from song-level FAISS searches with the query centroid of each encoder.
+3. For every candidate singer, each of its songs gets the fused similarity
+   ``timbre_weight * timbre + (1 - timbre_weight) * melody`` to every query song (exact, from the raw
+   vectors), and the singer's scores are the means over its ``TOP_SONGS`` best song matches, per query
+   song, weighted over query songs: song neighbours aggregate to singers.
+4. The query singer(s) are excluded; ``filters`` restrict singers by metadata; ``diversity > 0`` re-ranks
+   with maximal marginal relevance (MMR) on singer timbre vectors.
+
+Each result row says why it was recommended: its best-matching (query song, catalogue song) pair.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Union
+
+import numpy as np
+import pandas as pd
+
+from data.errors import SingrecError
+from encoders.base import l2_normalise
+from index.faiss_index import load_index, search
+from index.store import KINDS, check_encoders, read_info
+
+log = logging.getLogger(__name__)
+
+TOP_SONGS = 3          # a singer's score is the mean of its best few song matches (robust to one odd take)
+CANDIDATE_SONGS = 400  # song neighbours fetched per encoder before aggregation to singers
+RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "query_song", "match_song"]
+
+
+# ---------------------------------------------------------------------------------------------- queries
+@dataclass(frozen=True)
+class Singer:
+    name: str
+
+
+@dataclass(frozen=True)
+class Song:
+    song_id: str
+
+
+@dataclass(frozen=True)
+class Audio:
+    """An audio file path or a mono float32 waveform at 16 kHz."""
+    source: Union[str, Path, np.ndarray]
+    label: str = "clip"
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A weighted mix of singers, e.g. ``Mix({"ava-moreno": 0.5, "ben-ito": 0.5})``."""
+    weights: Mapping[str, float]
+
+
+Query = Union[str, Singer, Song, Audio, Mix]
+
+
+@dataclass
+class _QuerySet:
+    vectors: dict          # kind -> (Q, d) query song vectors
+    weights: np.ndarray    # (Q,) summing to 1
+    labels: list           # (Q,) query song ids (or the clip label)
+    exclude: set           # singers not to recommend
+
+
+# ---------------------------------------------------------------------------------------------- recommender
+class Recommender:
+    """Similar-singer search over a finished index directory (see index/store.py)."""
+
+    def __init__(self, index_dir: Path, info: dict, songs: pd.DataFrame, singers: pd.DataFrame,
+                 map_df: pd.DataFrame, song_vectors: dict, singer_vectors: dict, song_indexes: dict,
+                 failures: pd.DataFrame):
+        self.index_dir, self.info = index_dir, info
+        self.songs, self.singers, self.map, self.failures = songs, singers, map_df, failures
+        self.song_vectors, self.singer_vectors, self.song_indexes = song_vectors, singer_vectors, song_indexes
+        self._song_row = {s: i for i, s in enumerate(songs["song_id"])}
+        self._singer_row = {s: i for i, s in enumerate(singers["singer"])}
+        self._singer_of_song = pd.Categorical(songs["singer"], categories=singers["singer"]).codes
+        self._songs_of_singer = [np.flatnonzero(self._singer_of_song == j) for j in range(len(singers))]
+        self._encoders = None
+        self._map_songs = map_df[map_df["kind"] == "song"].set_index("id").reindex(songs["song_id"])
+
+    @classmethod
+    def load(cls, index_dir: str | Path) -> "Recommender":
+        """Open an index directory (format version checked); vectors are memory-mapped."""
+        index_dir = Path(index_dir)
+        info = read_info(index_dir)
+        try:
+            songs = pd.read_parquet(index_dir / "songs.parquet")
+            singers = pd.read_parquet(index_dir / "singers.parquet")
+            map_df = pd.read_parquet(index_dir / "map.parquet")
+            song_vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy", mmap_mode="r") for k in KINDS}
+            singer_vectors = {k: np.load(index_dir / "embeddings" / f"singers_{k}.npy") for k in KINDS}
+        except (OSError, ValueError) as exc:
+            raise SingrecError(f"index files are missing or unreadable ({exc})", index_dir) from exc
+        for k in KINDS:
+            if len(song_vectors[k]) != len(songs) or len(singer_vectors[k]) != len(singers):
+                raise SingrecError(f"{k} vectors do not match the song/singer tables; rebuild the index", index_dir)
+        song_indexes = {k: load_index(index_dir / f"{k}_songs.faiss") for k in KINDS}
+        fpath = index_dir / "failures.csv"
+        failures = pd.read_csv(fpath) if fpath.is_file() and fpath.stat().st_size else pd.DataFrame()
+        return cls(index_dir, info, songs, singers, map_df, song_vectors, singer_vectors, song_indexes, failures)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def metadata_columns(self) -> list[str]:
+        return [c for c in self.singers.columns if c not in ("singer", "n_songs")]
+
+    def encoders(self) -> dict:
+        """The index's encoders, loaded on first use (only audio queries need them) and checked by sha256."""
+        if self._encoders is None:
+            from encoders.checkpoint import CHECKPOINT_DIR, load_encoder
+            encs = {}
+            for kind in KINDS:
+                rec = self.info["encoders"][kind]
+                candidates = [Path(p) for p in (rec.get("checkpoint_path"),
+                                                CHECKPOINT_DIR / (rec.get("checkpoint") or f"{kind}.pt")) if p]
+                path = next((p for p in candidates if p.is_file()), None)
+                if path is None:
+                    raise SingrecError(f"the {kind} checkpoint this index was built with is not available "
+                                       f"({rec.get('checkpoint')}); audio queries need it", self.index_dir)
+                encs[kind] = load_encoder(path, kind=kind)
+            check_encoders(self.info, encs, self.index_dir)
+            self._encoders = encs
+        return self._encoders
+
+    # ------------------------------------------------------------------ resolving queries
+    def resolve_singer(self, name: str) -> str:
+        """The catalogue's name for ``name`` (exact, then case-insensitive); error lists the closest names."""
+        if name in self._singer_row:
+            return name
+        lower = {s.lower(): s for s in self._singer_row}
+        if name.lower() in lower:
+            return lower[name.lower()]
+        close = difflib.get_close_matches(name, list(self._singer_row), n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise SingrecError(f"unknown singer {name!r}{hint}")
+
+    def embed_clip(self, source, *, label: str = "clip") -> dict:
+        """Embed an audio file or waveform with the index's encoders: {kind: (d,)}."""
+        from encoders.embed import embed_songs
+
+        timbre, melody = embed_songs([source], self.encoders(), progress=False, workers=1)
+        return {"timbre": timbre[0], "melody": melody[0]}
+
+    def _query_set(self, query: Query) -> _QuerySet:
+        if isinstance(query, str):
+            if query in self._song_row and query not in self._singer_row:
+                query = Song(query)
+            else:
+                query = Singer(query)
+        if isinstance(query, Singer):
+            query = Mix({query.name: 1.0})
+        if isinstance(query, Mix):
+            if not query.weights:
+                raise SingrecError("a mix needs at least one singer")
+            rows, weights, exclude = [], [], set()
+            total = float(sum(query.weights.values()))
+            if total <= 0 or any(w < 0 for w in query.weights.values()):
+                raise SingrecError("mix weights must be non-negative and not all zero")
+            for name, w in query.weights.items():
+                name = self.resolve_singer(name)
+                exclude.add(name)
+                songs = self._songs_of_singer[self._singer_row[name]]
+                rows += songs.tolist()
+                weights += [w / total / len(songs)] * len(songs)
+            rows = np.array(rows)
+            return _QuerySet({k: np.asarray(self.song_vectors[k][rows]) for k in KINDS}, np.array(weights),
+                             self.songs["song_id"].iloc[rows].tolist(), exclude)
+        if isinstance(query, Song):
+            if query.song_id not in self._song_row:
+                close = difflib.get_close_matches(query.song_id, list(self._song_row), n=5, cutoff=0.5)
+                raise SingrecError(f"unknown song {query.song_id!r}" + (f"; closest: {', '.join(close)}" if close else ""))
+            r = self._song_row[query.song_id]
+            return _QuerySet({k: np.asarray(self.song_vectors[k][[r]]) for k in KINDS}, np.ones(1),
+                             [query.song_id], {self.songs["singer"].iloc[r]})
+        if isinstance(query, Audio):
+            vecs = self.embed_clip(query.source, label=query.label)
+            return _QuerySet({k: vecs[k][None] for k in KINDS}, np.ones(1), [query.label], set())
+        raise SingrecError(f"unsupported query type {type(query).__name__}")
+
+    # ------------------------------------------------------------------ ranking
+    def _allowed_singers(self, filters: Mapping | None) -> np.ndarray:
+        mask = np.ones(len(self.singers), bool)
+        for col, want in (filters or {}).items():
+            if col not in self.singers.columns:
+                raise SingrecError(f"cannot filter on {col!r}: singer columns are {self.metadata_columns}")
+            values = [want] if isinstance(want, (str, int, float, bool)) else list(want)
+            col_values = self.singers[col]
+            mask &= col_values.isin(values).to_numpy() | col_values.astype(str).isin([str(v) for v in values]).to_numpy()
+        return mask
+
+    def similar_singers(self, query: Query, k: int = 10, timbre_weight: float = 0.7,
+                        filters: Mapping | None = None, diversity: float = 0.0) -> pd.DataFrame:
+        """Rank singers similar to ``query``.
+
+        Parameters
+        ----------
+        query : singer name, :class:`Singer`, :class:`Song`, :class:`Audio` or :class:`Mix`
+        k : number of singers returned
+        timbre_weight : weight of the timbre score in [0, 1]; the melody score gets the rest
+        filters : ``{column: value or [values]}`` on singer metadata (e.g. ``{"gender": "f"}``)
+        diversity : 0 = pure relevance; up to 1 = MMR re-ranking that spreads results over voice space
+
+        Returns
+        -------
+        DataFrame with columns rank, singer, score, timbre_score, melody_score, query_song, match_song and
+        the singer metadata columns, best first.
+        """
+        if not 0.0 <= timbre_weight <= 1.0:
+            raise SingrecError(f"timbre_weight must be in [0, 1], got {timbre_weight}")
+        if not 0.0 <= diversity <= 1.0:
+            raise SingrecError(f"diversity must be in [0, 1], got {diversity}")
+        if k < 1:
+            raise SingrecError(f"k must be at least 1, got {k}")
+        q = self._query_set(query)
+        allowed = self._allowed_singers(filters)
+        for name in q.exclude:
+            allowed[self._singer_row[name]] = False
+
+        # candidates: singers of the nearest songs to each encoder's query centroid
+        n_cand = min(len(self.songs), max(CANDIDATE_SONGS, 40 * k))
+        cand = set()
+        for kind in KINDS:
+            centroid = l2_normalise((q.weights[:, None] * q.vectors[kind]).sum(0, keepdims=True))
+            _, ids = search(self.song_indexes[kind], centroid, n_cand)
+            cand.update(self._singer_of_song[ids[0][ids[0] >= 0]].tolist())
+        cand = np.array(sorted(j for j in cand if allowed[j]), dtype=int)
+        if len(cand) < k * 3:  # small catalogue or strict filters: score every allowed singer exactly
+            cand = np.flatnonzero(allowed)
+        if len(cand) == 0:
+            return pd.DataFrame(columns=RESULT_COLUMNS + self.metadata_columns)
+
+        rows = []
+        for j in cand:
+            songs = self._songs_of_singer[j]
+            t = q.vectors["timbre"] @ np.asarray(self.song_vectors["timbre"][songs]).T  # (Q, S)
+            m = q.vectors["melody"] @ np.asarray(self.song_vectors["melody"][songs]).T  # (Q, S)
+            fused = timbre_weight * t + (1 - timbre_weight) * m
+            top = min(TOP_SONGS, len(songs))
+            best = np.argsort(-fused, axis=1)[:, :top]  # (Q, top) this singer's best songs per query song
+            take = lambda a: np.take_along_axis(a, best, axis=1).mean(1) @ q.weights  # noqa: E731
+            qi, si = np.unravel_index(np.argmax(fused), fused.shape)
+            rows.append((j, take(fused), take(t), take(m), q.labels[qi], self.songs["song_id"].iloc[songs[si]]))
+        res = pd.DataFrame(rows, columns=["row", "score", "timbre_score", "melody_score", "query_song", "match_song"])
+        res = res.sort_values(["score", "row"], ascending=[False, True], kind="stable")
+        order = self._mmr(res, k, diversity) if diversity > 0 else res.index[:k]
+        res = res.loc[order].reset_index(drop=True)
+        res.insert(0, "rank", np.arange(1, len(res) + 1))
+        res.insert(1, "singer", self.singers["singer"].iloc[res["row"]].to_numpy())
+        meta = self.singers.iloc[res["row"]][self.metadata_columns].reset_index(drop=True)
+        return pd.concat([res.drop(columns="row"), meta], axis=1)
+
+    def _mmr(self, res: pd.DataFrame, k: int, diversity: float) -> list:
+        """Maximal marginal relevance: relevance minus similarity to singers already picked."""
+        vecs = self.singer_vectors["timbre"][res["row"].to_numpy()]
+        sims = vecs @ vecs.T
+        scores = res["score"].to_numpy()
+        picked, left = [], list(range(len(res)))
+        while left and len(picked) < k:
+            penalty = sims[np.ix_(left, picked)].max(1) if picked else np.zeros(len(left))
+            best = left[int(np.argmax((1 - diversity) * scores[left] - diversity * penalty))]
+            picked.append(best)
+            left.remove(best)
+        return [res.index[i] for i in picked]
+
+    # ------------------------------------------------------------------ map and clusters
+    def place_on_map(self, vectors: Mapping, n_neighbors: int = 5) -> tuple[float, float]:
+        """(x, y) for new vectors: similarity-weighted mean of the nearest songs' map positions."""
+        qv = l2_normalise(np.asarray(vectors["timbre"], np.float32)[None])
+        scores, ids = search(self.song_indexes["timbre"], qv, n_neighbors)
+        ok = ids[0] >= 0
+        w = np.maximum(scores[0][ok], 1e-6)
+        xy = self._map_songs[["x", "y"]].to_numpy()[ids[0][ok]]
+        return tuple(float(v) for v in (w[:, None] * xy).sum(0) / w.sum())
+
+    def clusters(self) -> pd.DataFrame:
+        """cluster, n_songs, n_singers, singers (comma-joined), from the precomputed map."""
+        m = self.map
+        songs = m[m["kind"] == "song"].groupby("cluster").size().rename("n_songs")
+        singers = m[m["kind"] == "singer"].groupby("cluster")["id"].agg(list)
+        out = pd.concat([songs, singers.map(len).rename("n_singers"), singers.map(", ".join).rename("singers")],
+                        axis=1).fillna({"n_songs": 0, "n_singers": 0})
+        return out.reset_index().rename(columns={"index": "cluster"}).astype({"n_songs": int, "n_singers": int})
+
+    def describe(self) -> dict:
+        return {"index_dir": str(self.index_dir), **{k: self.info[k] for k in ("counts", "faiss", "dims")}}
+
+
+def to_json(df: pd.DataFrame) -> str:
+    """Results as JSON records (what ``singrec similar --json`` prints)."""
+    return json.dumps(json.loads(df.to_json(orient="records")), indent=2)

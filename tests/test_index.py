@@ -1,0 +1,196 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.errors import SingrecError
+from index.build import build_catalogue_index
+from index.faiss_index import build_index, choose_index_key, load_index, recall_at_k, save_index, search
+from index.store import FORMAT_VERSION, read_info
+from recsys.rank import Recommender
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def unit(rng, n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("key", ["Flat", "HNSW32", "IVF16,Flat"])
+def test_a_vector_finds_itself(key, tmp_path):
+    x = unit(np.random.default_rng(0), 2000, 32)
+    index = build_index(x, key)
+    _, ids = search(index, x[:50], 1)
+    assert (ids[:, 0] == np.arange(50)).mean() >= (1.0 if key == "Flat" else 0.9)
+    save_index(index, tmp_path / "x.faiss", info={"factory": key})
+    s2, ids2 = search(load_index(tmp_path / "x.faiss"), x[:50], 5)
+    np.testing.assert_array_equal(ids2, search(index, x[:50], 5)[1])
+    assert json.loads((tmp_path / "x.faiss.json").read_text())["factory"] == key
+
+
+def test_auto_key_and_recall():
+    assert choose_index_key(4500) == "Flat" and choose_index_key(1_000_000).startswith("IVF")
+    rng = np.random.default_rng(1)
+    centres = unit(rng, 50, 16)
+    x = centres[rng.integers(0, 50, 20000)] + 0.05 * rng.standard_normal((20000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:100]
+    exact = search(build_index(x, "Flat"), q, 10)[1]
+    approx = search(build_index(x, "IVF64,Flat"), q, 10)[1]
+    assert recall_at_k(exact, exact) == 1.0
+    assert 0.5 < recall_at_k(approx, exact) <= 1.0
+
+
+def test_bad_inputs_are_clear(tmp_path):
+    with pytest.raises(SingrecError, match="invalid FAISS index key"):
+        build_index(np.ones((3, 4), np.float32), "Nonsense99")
+    with pytest.raises(SingrecError, match="non-empty"):
+        build_index(np.zeros((0, 4), np.float32))
+    (tmp_path / "bad.faiss").write_bytes(b"not an index")
+    with pytest.raises(SingrecError, match="cannot read FAISS index"):
+        load_index(tmp_path / "bad.faiss")
+
+
+def test_index_directory_contents(tiny_index, tiny_catalogue):
+    info = read_info(tiny_index)
+    assert info["format_version"] == FORMAT_VERSION
+    assert info["counts"] == {"songs": 12, "singers": 4, "failures": 0}
+    assert set(info["encoders"]) == {"timbre", "melody"} and len(info["encoders"]["timbre"]["sha256"]) == 64
+    for name in ["songs.parquet", "singers.parquet", "map.parquet", "failures.csv", "timbre_songs.faiss",
+                 "melody_songs.faiss", "timbre_singers.faiss", "melody_singers.faiss",
+                 "embeddings/songs_timbre.npy", "embeddings/singers_melody.npy"]:
+        assert (tiny_index / name).is_file(), name
+    assert not (tiny_index / "build").exists()
+    songs = pd.read_parquet(tiny_index / "songs.parquet")
+    assert list(songs["song_id"]) == sorted(songs["song_id"]) and {"gender", "melody_id", "duration"} <= set(songs)
+    m = pd.read_parquet(tiny_index / "map.parquet")
+    assert sorted(m["kind"].value_counts().to_dict().items()) == [("singer", 4), ("song", 12)]
+    assert np.isfinite(m[["x", "y"]].to_numpy()).all()
+    # song i of the FAISS index is row i of songs.parquet: each song vector finds its own row
+    vec = np.load(tiny_index / "embeddings/songs_timbre.npy")
+    _, ids = search(load_index(tiny_index / "timbre_songs.faiss"), vec, 1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(len(songs)))
+
+
+def _copy_catalogue(src_manifest, dst):
+    shutil.copytree(Path(src_manifest).parent, dst)
+    return dst / "manifest.csv"
+
+
+def test_corrupt_and_silent_files_are_reported_and_skipped(tiny_catalogue, tiny_encoders, tmp_path):
+    manifest = _copy_catalogue(tiny_catalogue, tmp_path / "cat")
+    df = pd.read_csv(manifest)
+    corrupt, silent = tmp_path / "cat" / df.path[0], tmp_path / "cat" / df.path[5]
+    corrupt.write_bytes(b"fLaC but not really" * 20)
+    import soundfile as sf
+    sf.write(silent, np.zeros(16000 * 3, np.float32), 16000)
+    report = build_catalogue_index(manifest, tmp_path / "idx", encoders=tiny_encoders, progress=False)
+    assert report.n_songs == 10 and len(report.failures) == 2
+    fails = pd.read_csv(tmp_path / "idx" / "failures.csv").set_index("path")
+    assert "cannot decode" in fails.loc[str(corrupt.resolve()), "reason"]
+    assert "silent" in fails.loc[str(silent.resolve()), "reason"]
+    assert "2 failed" in report.summary()
+
+
+def test_nothing_indexable_is_an_error(tiny_catalogue, tiny_encoders, tmp_path):
+    manifest = _copy_catalogue(tiny_catalogue, tmp_path / "cat")
+    for p in pd.read_csv(manifest).path:
+        (tmp_path / "cat" / p).write_bytes(b"garbage")
+    with pytest.raises(SingrecError, match="no song could be indexed"):
+        build_catalogue_index(manifest, tmp_path / "idx", encoders=tiny_encoders, progress=False)
+    assert len(pd.read_csv(tmp_path / "idx" / "failures.csv")) == 12
+
+
+def _same_index(a: Path, b: Path):
+    for name in ["songs.parquet", "singers.parquet"]:
+        # absolute paths differ when the catalogue was copied; everything else must be identical
+        pd.testing.assert_frame_equal(pd.read_parquet(a / name).drop(columns="path", errors="ignore"),
+                                      pd.read_parquet(b / name).drop(columns="path", errors="ignore"))
+    for kind in ["timbre", "melody"]:
+        np.testing.assert_allclose(np.load(a / f"embeddings/songs_{kind}.npy"),
+                                   np.load(b / f"embeddings/songs_{kind}.npy"), atol=1e-5)
+    ra, rb = Recommender.load(a), Recommender.load(b)
+    for singer in ra.singers["singer"]:
+        pd.testing.assert_frame_equal(ra.similar_singers(singer, k=3), rb.similar_singers(singer, k=3),
+                                      atol=1e-5)
+
+
+def test_append_equals_full_rebuild(tiny_catalogue, tiny_encoders, tiny_index, tmp_path):
+    manifest = _copy_catalogue(tiny_catalogue, tmp_path / "cat")
+    full = pd.read_csv(manifest)
+    full.iloc[::3].to_csv(manifest, index=False)  # first: a third of the catalogue
+    first = build_catalogue_index(manifest, tmp_path / "idx", encoders=tiny_encoders, progress=False)
+    assert first.n_songs == 4
+    full.to_csv(manifest, index=False)  # the catalogue grew
+    report = build_catalogue_index(manifest, tmp_path / "idx", encoders=tiny_encoders, append=True,
+                                   progress=False)
+    assert (report.n_reused, report.n_embedded, report.n_songs) == (4, 8, 12)
+    _same_index(tmp_path / "idx", tiny_index)
+
+
+def test_append_refuses_other_encoders(tiny_catalogue, tiny_index, tmp_path):
+    import torch
+    from dataclasses import asdict
+    from data.features import DEFAULT_FEATURES
+    from encoders.checkpoint import load_default_encoders, save_checkpoint
+    from encoders.timbre import TimbreConfig, TimbreNet
+
+    folder = tmp_path / "other"
+    folder.mkdir()
+    torch.manual_seed(123)
+    save_checkpoint(folder / "timbre.pt", kind="timbre", model=TimbreNet(TimbreConfig()),
+                    config=asdict(TimbreConfig()), features=DEFAULT_FEATURES)
+    shutil.copy(Path(read_info(tiny_index)["encoders"]["melody"]["checkpoint_path"]), folder / "melody.pt")
+    idx = tmp_path / "idx"
+    shutil.copytree(tiny_index, idx)
+    with pytest.raises(SingrecError, match="different timbre encoder"):
+        build_catalogue_index(tiny_catalogue, idx, encoders=load_default_encoders(folder), append=True,
+                              progress=False)
+
+
+def test_kill_and_resume_equals_uninterrupted(tiny_catalogue, tiny_checkpoints, tiny_index, tmp_path):
+    out = tmp_path / "idx"
+    code = ("import sys; from index.build import build_catalogue_index;"
+            "from encoders.checkpoint import load_default_encoders;"
+            f"build_catalogue_index({str(tiny_catalogue)!r}, {str(out)!r}, "
+            f"encoders=load_default_encoders({str(tiny_checkpoints)!r}), chunk_size=1, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "SINGREC_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "build" / "part-00002.npz").exists():
+            assert proc.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline, "the build made no progress"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "index.json").exists()
+    with pytest.raises(SingrecError, match="unfinished build"):
+        Recommender.load(out)
+    from encoders.checkpoint import load_default_encoders
+    report = build_catalogue_index(tiny_catalogue, out, encoders=load_default_encoders(tiny_checkpoints),
+                                   chunk_size=1, progress=False)
+    assert report.n_resumed >= 3 and report.n_resumed + report.n_embedded == 12
+    _same_index(out, tiny_index)
+
+
+def test_other_format_version_is_refused(tiny_index, tmp_path):
+    idx = tmp_path / "idx"
+    shutil.copytree(tiny_index, idx)
+    info = json.loads((idx / "index.json").read_text())
+    info["format_version"] = 99
+    (idx / "index.json").write_text(json.dumps(info))
+    with pytest.raises(SingrecError, match="format version 99"):
+        Recommender.load(idx)
