@@ -1,0 +1,138 @@
+"""Training plumbing: a tiny run learns and writes a reloadable checkpoint; resume; bad checkpoints; bad files."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data.catalogue import Catalogue
+from data.errors import SingrecError
+from encoders.checkpoint import load_encoder, read_checkpoint
+from encoders.timbre import TimbreConfig, TimbreEncoder, TimbreNet, nt_xent, sample_views
+from encoders.train import load_waves, retrieval_metrics, split_by_song, train
+from encoders.timbre import SongBank
+
+TINY = TimbreConfig(channels=16, stat_channels=32, emb_dim=16, proj_dim=8, dilations=(1,), batch_size=4,
+                    warmup_steps=2, lr=3e-3, pitch="neg", stretch="none", epochs=2)
+
+
+def _run(catalogue, out, **kw):
+    args = dict(encoder="timbre", seed=0, progress=False, command="pytest", timbre_config=TINY)
+    args.update(kw)
+    return train(catalogue, out, **args)
+
+
+def test_split_is_by_song_seeded_and_stratified():
+    songs = pd.DataFrame({"song_id": [f"s{i}" for i in range(20)], "singer": ["a"] * 10 + ["b"] * 5 + ["c"] * 5})
+    tr, va = split_by_song(songs, 0.2, seed=0)
+    assert set(tr).isdisjoint(va) and len(tr) + len(va) == 20
+    assert len(va) == 4 and sum(v in [f"s{i}" for i in range(10)] for v in va) == 2
+    assert split_by_song(songs, 0.2, seed=0) == (tr, va)
+    assert split_by_song(songs, 0.2, seed=1) != (tr, va)
+    solo = pd.DataFrame({"song_id": ["x"], "singer": ["z"]})
+    assert split_by_song(solo, 0.5, seed=0) == (["x"], [])  # a lone song always trains
+
+
+def test_retrieval_metrics_on_a_toy_example():
+    emb = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2]]  # songs 0,1 identical; 2,3 identical; 4 alone
+    m = retrieval_metrics(emb, ["a", "a", "b", "b", "c"])
+    assert m["singer_top1"] == 1.0 and m["singer_map"] == 1.0 and m["n_queries"] == 4
+    m = retrieval_metrics(emb, ["a", "b", "a", "b", "c"])
+    assert m["singer_top1"] == 0.0
+
+
+def test_tiny_run_learns_writes_and_reloads(tiny_catalogue, tmp_path):
+    out = tmp_path / "run"
+    paths = _run(tiny_catalogue, out, epochs=4)
+    assert set(paths) == {"timbre"} and paths["timbre"] == out / "timbre.pt"
+    ckpt = read_checkpoint(paths["timbre"])
+    assert ckpt["kind"] == "timbre" and ckpt["config"]["channels"] == 16
+    assert ckpt["train"]["command"] == "pytest" and ckpt["train"]["epochs"] == 4
+    assert ckpt["data"]["n_songs"] == 12 and ckpt["data"]["n_singers"] == 4 and len(ckpt["data"]["manifest_sha256"]) == 64
+    for key in ("val_loss", "val_singer_top1", "val_singer_map"):
+        assert key in ckpt["metrics"]
+    assert len(ckpt["metrics"]["history"]) == 4
+
+    # the trained weights give a lower loss than the same seeded initial weights on fixed training views
+    cat = Catalogue.open(tiny_catalogue)
+    waves, _ = load_waves(cat.songs["path"].tolist(), sr=16000, progress=False)
+    bank = SongBank(waves, pd.factorize(cat.songs["singer"])[0])
+    mels, groups = sample_views(bank, np.arange(12), TINY, rng=np.random.default_rng(5),
+                                gen=torch.Generator().manual_seed(5), chain=False)
+    torch.manual_seed(0)
+    initial = TimbreNet(TINY).eval()
+    enc = load_encoder(paths["timbre"])
+    with torch.no_grad():
+        before = nt_xent(initial.project(mels), groups, TINY.temperature)
+        after = nt_xent(enc.model.project(mels), groups, TINY.temperature)
+    assert after < before - 0.05
+
+    # reloading gives exactly the final weights' embeddings
+    state = torch.load(out / "timbre.state.pt", weights_only=True)
+    model = TimbreNet(TINY)
+    model.load_state_dict(state["model"])
+    direct = TimbreEncoder(model).embed_waveforms(waves[:3])
+    assert np.array_equal(enc.embed_waveforms(waves[:3]), direct)
+    assert np.array_equal(load_encoder(paths["timbre"]).embed_waveforms(waves[:3]), direct)
+
+
+def test_resume_continues_from_the_saved_epoch(tiny_catalogue, tmp_path):
+    straight = _run(tiny_catalogue, tmp_path / "straight", epochs=2)["timbre"]
+    _run(tiny_catalogue, tmp_path / "resumed", epochs=1)
+    state = torch.load(tmp_path / "resumed" / "timbre.state.pt", weights_only=True)
+    assert state["epoch"] == 1
+    resumed = _run(tiny_catalogue, tmp_path / "resumed", epochs=2)["timbre"]
+    a, b = read_checkpoint(straight), read_checkpoint(resumed)
+    assert b["train"]["epochs"] == 2 and len(b["metrics"]["history"]) == 2
+    assert a["metrics"]["history"][0]["train_loss"] == pytest.approx(b["metrics"]["history"][0]["train_loss"])
+    for k in a["state_dict"]:  # the resumed run repeats the uninterrupted one
+        assert torch.allclose(a["state_dict"][k].float(), b["state_dict"][k].float(), atol=1e-4), k
+    # a finished run is not trained again
+    mtime = resumed.stat().st_mtime_ns
+    assert _run(tiny_catalogue, tmp_path / "resumed", epochs=2)["timbre"] == resumed
+    assert resumed.stat().st_mtime_ns == mtime
+    # different settings cannot silently continue the old run
+    with pytest.raises(SingrecError, match="timbre.state.pt.*pitch"):
+        _run(tiny_catalogue, tmp_path / "resumed", epochs=3, pitch="pos")
+    # ... unless asked to start over
+    _run(tiny_catalogue, tmp_path / "resumed", epochs=1, pitch="pos", resume=False)
+    assert read_checkpoint(resumed)["config"]["pitch"] == "pos"
+
+
+def test_bad_checkpoints_raise_singrec_error_naming_the_file(tiny_catalogue, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(SingrecError, match="garbage.pt"):
+        load_encoder(garbage)
+    with pytest.raises(SingrecError, match="missing.pt"):
+        load_encoder(tmp_path / "missing.pt")
+    good = _run(tiny_catalogue, tmp_path / "run", epochs=1)["timbre"]
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["config"]["channels"] = 32  # weights no longer fit
+    torch.save(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(SingrecError, match="mismatch.pt.*does not match"):
+        load_encoder(tmp_path / "mismatch.pt")
+    ckpt["config"]["no_such_field"] = 1
+    torch.save(ckpt, tmp_path / "newer.pt")
+    with pytest.raises(SingrecError, match="newer.pt"):
+        load_encoder(tmp_path / "newer.pt")
+    with pytest.raises(SingrecError, match="expected a melody checkpoint"):
+        load_encoder(good, kind="melody")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(SingrecError, match="truncated.pt"):
+        load_encoder(truncated)
+
+
+def test_unreadable_songs_are_skipped(tiny_catalogue, tmp_path):
+    cat_dir = tmp_path / "cat"
+    shutil.copytree(tiny_catalogue.parent, cat_dir)
+    first = sorted((cat_dir / "audio").rglob("*.flac"))[0]
+    first.write_bytes(b"garbage")
+    paths = _run(cat_dir, tmp_path / "run", epochs=1)
+    data = read_checkpoint(paths["timbre"])["data"]
+    assert data["n_failed"] == 1 and first.name in data["failed"][0]
+    assert data["n_train_songs"] + data["n_val_songs"] == 11
