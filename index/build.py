@@ -227,7 +227,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     write_json(out_dir / "index.json", {
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "catalogue": {"source": str(cat.source), "root": str(cat.root), "songs": len(cat)},
+        "catalogue": {"source": str(cat.source), "root": str(cat.root), "songs": len(cat),
+                      "fingerprint": cat.fingerprint()},
         "encoders": {k: encoder_info(encoders[k]) for k in KINDS},
         "features": features.to_dict(),
         "dims": {k: int(song_vecs[k].shape[1]) for k in KINDS},

@@ -96,32 +96,165 @@ def train(
         typer.echo(f"{kind}: {path}")
 
 
+@app.command("index")
+def index_cmd(
+    catalogue: Path = typer.Argument(..., help="Catalogue folder or manifest (CSV/Parquet)."),
+    out: Path = typer.Option(..., "--out", help="Index directory to write (resumed if a build was interrupted)."),
+    checkpoints: Optional[Path] = typer.Option(None, help="Folder with timbre.pt and melody.pt "
+                                                            "(default: the shipped weights)."),
+    index_key: str = typer.Option("auto", help="FAISS factory string for song indexes: auto, Flat, HNSW32, "
+                                               "IVF4096,Flat, ... (auto: exact up to 100k songs)."),
+    append: bool = typer.Option(False, "--append", help="Keep vectors of songs already indexed; embed only new ones."),
+    chunk_size: int = typer.Option(32, help="Songs per resumable chunk."),
+):
+    """Embed every song with both encoders and write the index directory (FAISS indexes, tables, map)."""
+    from index.build import build_catalogue_index
+
+    report = _run(build_catalogue_index, catalogue, out, checkpoints=checkpoints, index_key=index_key,
+                  append=append, chunk_size=chunk_size)
+    typer.echo(report.summary())
+    if len(report.failures):
+        typer.echo(f"{len(report.failures)} file(s) could not be indexed (see {out / 'failures.csv'}):")
+        for row in report.failures.head(10).itertuples():
+            typer.echo(f"  {row.path}: {row.reason}")
+
+
+def _parse_where(where: list[str]) -> dict:
+    filters: dict = {}
+    for item in where:
+        if "=" not in item:
+            raise SingrecError(f"--where expects COLUMN=VALUE[,VALUE...], got {item!r}")
+        col, vals = item.split("=", 1)
+        filters[col.strip()] = [v.strip() for v in vals.split(",")]
+    return filters
+
+
+@app.command()
+def similar(
+    index_dir: Path = typer.Argument(..., help="Index directory made by `singrec index`."),
+    singer: list[str] = typer.Option([], "--singer", help="Query singer; repeat for a mix (NAME or NAME:WEIGHT)."),
+    song: Optional[str] = typer.Option(None, "--song", help="Query song id."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Query audio file (embedded on the fly)."),
+    k: int = typer.Option(10, "--k", help="Number of singers."),
+    timbre_weight: float = typer.Option(0.7, help="Weight of timbre vs melody similarity, 0..1."),
+    where: list[str] = typer.Option([], "--where", help="Metadata filter COLUMN=VALUE[,VALUE...]; repeatable."),
+    diversity: float = typer.Option(0.0, help="0 = pure relevance, up to 1 = more varied results (MMR)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON records instead of a table."),
+):
+    """Singers similar to a singer, a mix of singers, a song or an audio clip."""
+    from recsys.rank import Audio, Mix, Recommender, Song, to_json
+
+    given = sum([bool(singer), song is not None, audio is not None])
+    if given != 1:
+        typer.secho("error: give exactly one of --singer, --song or --audio", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if singer:
+        weights = {}
+        for item in singer:
+            name, _, w = item.rpartition(":") if ":" in item else (item, "", "1")
+            try:
+                weights[name] = float(w)
+            except ValueError:
+                weights[item] = 1.0
+        query = Mix(weights)
+    else:
+        query = Song(song) if song is not None else Audio(str(audio), label=Path(audio).name)
+    rec = _run(Recommender.load, index_dir)
+    res = _run(rec.similar_singers, query, k=k, timbre_weight=timbre_weight,
+               filters=_run(_parse_where, where), diversity=diversity)
+    if as_json:
+        typer.echo(to_json(res))
+    else:
+        import pandas as pd
+        with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format",
+                               "{:.3f}".format):
+            typer.echo(res.to_string(index=False))
+
+
+@app.command()
+def evaluate(
+    index_dir: Path = typer.Argument(..., help="Index directory made by `singrec index`."),
+    k: int = typer.Option(10, "--k", help="Cut-off of nDCG."),
+    timbre_weight: float = typer.Option(0.7, help="Weight used by the ranking being evaluated."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Retrieval metrics of an index (and nDCG vs ground truth for synthetic catalogues)."""
+    from recsys.evaluate import evaluate_index
+
+    metrics = _run(evaluate_index, index_dir, k=k, timbre_weight=timbre_weight)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    for name, value in metrics.items():
+        typer.echo(f"{name:36s} {value:.3f}" if isinstance(value, float) else f"{name:36s} {value}")
+
+
+@app.command("app")
+def app_cmd(
+    index_dir: Path = typer.Argument(..., help="Index directory made by `singrec index`."),
+    port: int = typer.Option(8501, help="Port on localhost."),
+):
+    """Serve the explorer page (UMAP map, similar singers, query by clip) on localhost."""
+    from app.serve import serve
+
+    _run(serve, index_dir, port=port)
+
+
 @app.command()
 def demo(
-    folder: Path = typer.Option(DEMO_DIR, help="Where the demo catalogue (and later its index) is kept."),
+    folder: Path = typer.Option(DEMO_DIR, help="Where the demo catalogue and index are kept (cached)."),
     seed: int = typer.Option(0, help="Catalogue seed."),
+    serve: bool = typer.Option(True, help="Serve the explorer page at the end (Ctrl-C stops it)."),
+    port: int = typer.Option(8501, help="Port of the page on localhost."),
 ):
-    """The main job: synthesize the default catalogue (cached) and summarise it."""
+    """The main job: synthesize the default catalogue, index it with the shipped encoders, show two example
+    queries and serve the explorer page. Each step is cached in FOLDER and skipped when up to date."""
     from data.catalogue import Catalogue
     from data.synth import synthesize_catalogue
 
-    cat_dir = folder / "catalogue"
+    t_start = time.perf_counter()
+    cat_dir, index_dir = folder / "catalogue", folder / "index"
     info_path = cat_dir / "synth.json"
-    t0 = time.perf_counter()
     if info_path.is_file() and (cat_dir / "manifest.csv").is_file() and json.loads(info_path.read_text()).get(
             "args", {}).get("seed") == seed:
-        typer.echo(f"using cached catalogue {cat_dir}")
+        typer.echo(f"[1/3] catalogue: cached in {cat_dir}")
     else:
-        typer.echo(f"synthesizing the default catalogue into {cat_dir} ...")
+        typer.echo(f"[1/3] catalogue: synthesizing the default catalogue into {cat_dir} ...")
         _run(synthesize_catalogue, cat_dir, seed=seed)
-    info = json.loads(info_path.read_text())
     cat = _run(Catalogue.open, cat_dir)
-    typer.echo(f"catalogue: {_synth_summary(info, time.perf_counter() - t0)}")
-    table = cat.singer_table()
-    typer.echo(f"singers: {len(table)}; songs per singer: {int(table['n_songs'].median())} (median)")
-    for col in ("gender", "voice_type"):
-        if col in table:
-            typer.echo(f"{col}: " + ", ".join(f"{k} {v}" for k, v in table[col].value_counts().items()))
+    typer.echo(f"      {_synth_summary(json.loads(info_path.read_text()))}")
+
+    from index.build import build_catalogue_index
+    from index.store import read_info
+
+    try:
+        fresh = read_info(index_dir)["catalogue"].get("fingerprint") == cat.fingerprint()
+    except SingrecError:
+        fresh = False
+    if fresh:
+        typer.echo(f"[2/3] index: up to date in {index_dir}")
+    else:
+        typer.echo(f"[2/3] index: embedding {len(cat)} songs with the shipped encoders into {index_dir} ...")
+        typer.echo("      " + _run(build_catalogue_index, cat, index_dir).summary())
+
+    from recsys.rank import Recommender
+
+    rec = _run(Recommender.load, index_dir)
+    typer.echo("[3/3] similar singers (score = 0.7 timbre + 0.3 melody):")
+    import pandas as pd
+    for name in rec.singers["singer"].iloc[[0, len(rec.singers) // 2]]:
+        res = rec.similar_singers(name, k=5)
+        meta = " ".join(str(rec.singers.set_index("singer").at[name, c]) for c in rec.metadata_columns[:2])
+        typer.echo(f"\n  like {name} ({meta}):")
+        cols = ["rank", "singer", "score", "timbre_score", "melody_score", "match_song", *rec.metadata_columns[:2]]
+        with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+            typer.echo("    " + res[cols].to_string(index=False).replace("\n", "\n    "))
+    typer.echo(f"\nready in {time.perf_counter() - t_start:.0f} s")
+    if serve:
+        from app.serve import serve as serve_page
+
+        typer.echo(f"serving the explorer on http://localhost:{port} (Ctrl-C to stop)")
+        _run(serve_page, index_dir, port=port)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,152 @@
+"""Retrieval metrics and the evaluation of an index against a synthetic catalogue's ground truth.
+
+- ``singer_top1``: for every song, is its nearest *other* song (cosine) by the same singer?
+- ``mean_average_precision``: every item queries all others; relevant = same label.
+- ``ndcg_at_k``: graded nDCG of a ranked list against ground-truth neighbours.
+- ``ground_truth_neighbours``: "truly similar singers" = nearest singers by distance between standardised
+  singer parameter vectors (the ``p_*`` columns of ``ground_truth/singers.csv``).
+- ``evaluate_index``: all of the above for an index directory (what ``singrec evaluate`` prints).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from data.errors import SingrecError
+
+
+def _cosine(emb: np.ndarray) -> np.ndarray:
+    x = np.asarray(emb, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x @ x.T
+
+
+def singer_top1(emb: np.ndarray, labels: Sequence) -> float:
+    """Fraction of items whose nearest other item (cosine) has the same label.
+
+    Parameters
+    ----------
+    emb : (N, d) vectors
+    labels : (N,) labels (singer of each song)
+    """
+    labels = np.asarray(labels)
+    sim = _cosine(emb)
+    np.fill_diagonal(sim, -np.inf)
+    return float(np.mean(labels[np.argmax(sim, axis=1)] == labels))
+
+
+def mean_average_precision(emb: np.ndarray, labels: Sequence, *, exclude: Sequence | None = None) -> float:
+    """Mean over queries of average precision; relevant = same label, the query itself excluded.
+
+    Parameters
+    ----------
+    emb : (N, d) vectors
+    labels : (N,) relevance labels (singer, or melody id)
+    exclude : optional (N,) group labels; items of the query's own group are removed from its ranking
+        (e.g. ``exclude=singers`` with ``labels=melody_ids``: the same melody *by other singers*)
+
+    Queries without any relevant item are skipped.
+    """
+    labels = np.asarray(labels)
+    sim = _cosine(emb)
+    n = len(labels)
+    drop = np.eye(n, dtype=bool)
+    if exclude is not None:
+        groups = np.asarray(exclude)
+        drop |= groups[:, None] == groups[None, :]
+    sim[drop] = -np.inf
+    order = np.argsort(-sim, axis=1, kind="stable")  # (N, N)
+    rel = (labels[order] == labels[:, None]) & ~np.take_along_axis(drop, order, axis=1)  # (N, N)
+    n_rel = rel.sum(1)
+    hits = np.cumsum(rel, axis=1)
+    precision = hits / np.arange(1, n + 1)[None, :]
+    ap = (precision * rel).sum(1) / np.maximum(n_rel, 1)
+    ok = n_rel > 0
+    return float(ap[ok].mean()) if ok.any() else float("nan")
+
+
+def ndcg_at_k(ranked: Sequence, relevance: dict, k: int = 10) -> float:
+    """nDCG@k of ``ranked`` ids given graded ``relevance`` {id: gain}; 0 when nothing is relevant."""
+    gains = np.array([relevance.get(x, 0.0) for x in list(ranked)[:k]], dtype=np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = float((gains * discounts[:len(gains)]).sum())
+    ideal = np.sort(np.array(list(relevance.values()), dtype=np.float64))[::-1][:k]
+    idcg = float((ideal * discounts[:len(ideal)]).sum())
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def ground_truth_neighbours(singers: pd.DataFrame, k: int = 10) -> dict:
+    """{singer: {neighbour: gain}} from standardised parameter distances (gain k for the nearest, 1 for the k-th).
+
+    Parameters
+    ----------
+    singers : one row per singer, with a ``singer`` column and numeric ``p_*`` parameter columns
+    """
+    cols = [c for c in singers.columns if c.startswith("p_")]
+    if not cols:
+        raise SingrecError("ground truth has no p_* singer parameter columns")
+    x = singers[cols].to_numpy(dtype=np.float64)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    dist = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    names = singers["singer"].tolist()
+    out = {}
+    for i, name in enumerate(names):
+        nearest = np.argsort(dist[i], kind="stable")[:k]
+        out[name] = {names[j]: float(k - r) for r, j in enumerate(nearest)}
+    return out
+
+
+def ranking_ndcg(rank_fn: Callable[[str], Sequence[str]], truth: dict, k: int = 10) -> float:
+    """Mean nDCG@k over every singer in ``truth`` of ``rank_fn(singer) -> ranked singer names``."""
+    return float(np.mean([ndcg_at_k(rank_fn(s), rel, k) for s, rel in truth.items()]))
+
+
+def vector_ranking_ndcg(singer_names: Sequence[str], singer_vectors: np.ndarray, truth: dict, k: int = 10) -> float:
+    """nDCG@k of plain cosine ranking of singer vectors (a baseline ranker for any embedding)."""
+    names = list(singer_names)
+    sim = _cosine(singer_vectors)
+    np.fill_diagonal(sim, -np.inf)
+    row = {s: i for i, s in enumerate(names)}
+    return ranking_ndcg(lambda s: [names[j] for j in np.argsort(-sim[row[s]], kind="stable")[:k]], truth, k)
+
+
+def load_ground_truth(index_info: dict) -> pd.DataFrame | None:
+    """The catalogue's ``ground_truth/singers.csv`` next to its manifest, if it has one."""
+    source = Path(index_info.get("catalogue", {}).get("source", ""))
+    folder = source.parent if source.suffix else source
+    path = folder / "ground_truth" / "singers.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float = 0.7) -> dict:
+    """Retrieval metrics of an index, and nDCG@k of its similar-singer ranking when ground truth exists."""
+    from recsys.rank import Recommender
+
+    rec = Recommender.load(index_dir)
+    songs = rec.songs
+    t = np.asarray(rec.song_vectors["timbre"])
+    m = np.asarray(rec.song_vectors["melody"])
+    out = {"songs": len(songs), "singers": len(rec.singers),
+           "timbre_singer_top1": singer_top1(t, songs["singer"]),
+           "timbre_singer_map": mean_average_precision(t, songs["singer"]),
+           "melody_singer_top1": singer_top1(m, songs["singer"])}
+    if "melody_id" in songs:
+        out["melody_map_across_singers"] = mean_average_precision(m, songs["melody_id"], exclude=songs["singer"])
+        out["timbre_melody_map_across_singers"] = mean_average_precision(t, songs["melody_id"],
+                                                                         exclude=songs["singer"])
+    gt = load_ground_truth(rec.info)
+    if gt is not None:
+        gt = gt[gt["singer"].isin(set(rec.singers["singer"]))]
+        truth = ground_truth_neighbours(gt, k)
+        out[f"ndcg@{k}"] = ranking_ndcg(
+            lambda s: rec.similar_singers(s, k=k, timbre_weight=timbre_weight)["singer"].tolist(), truth, k)
+        out[f"ndcg@{k}_timbre_only"] = ranking_ndcg(
+            lambda s: rec.similar_singers(s, k=k, timbre_weight=1.0)["singer"].tolist(), truth, k)
+        out[f"ndcg@{k}_random"] = float(np.mean([
+            ndcg_at_k(np.random.default_rng(i).permutation([x for x in truth if x != s])[:k], rel, k)
+            for i, (s, rel) in enumerate(truth.items())]))
+    return out
