@@ -7,7 +7,9 @@ How a query is answered:
 1. The query becomes a set of weighted *query songs*, each a (timbre, melody) vector pair: a singer is all
    of its songs, a song is itself, an audio clip is embedded on the fly, and a mix of singers is the songs
    of each singer, each singer carrying its weight.
-2. Candidate singers come from song-level FAISS searches with the query centroid of each encoder.
+2. Candidate singers: every singer in a catalogue of up to ``EXACT_SINGERS``; above that the singers of the
+   nearest songs (song-level FAISS search with the query centroid of each encoder) and the nearest singer
+   vectors.
 3. For every candidate singer, each of its songs gets the fused similarity
    ``timbre_weight * timbre + (1 - timbre_weight) * melody`` to every query song (exact, from the raw
    vectors), and the singer's scores are the means over its ``TOP_SONGS`` best song matches, per query
@@ -28,6 +30,7 @@ from typing import Mapping, Union
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import ThreadpoolController
 
 from data.errors import SingrecError
 from encoders.base import l2_normalise
@@ -38,6 +41,12 @@ log = logging.getLogger(__name__)
 
 TOP_SONGS = 3          # a singer's score is the mean of its best few song matches (robust to one odd take)
 CANDIDATE_SONGS = 400  # song neighbours fetched per encoder before aggregation to singers
+CANDIDATE_SINGERS = 100  # plus this many nearest singer vectors per encoder (exact; singers are few)
+EXACT_SINGERS = 2000   # up to this many singers every one is scored exactly
+# A query is a handful of small matrix products: multi-threaded BLAS only adds hand-off cost, and on a
+# busy 2-core machine it made them ~10x slower (30 ms vs 2.4 ms measured), so queries run BLAS and OpenMP
+# (FAISS) on one thread.
+_BLAS = ThreadpoolController()
 RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "query_song", "match_song"]
 
 
@@ -86,10 +95,13 @@ class Recommender:
         self.index_dir, self.info = index_dir, info
         self.songs, self.singers, self.map, self.failures = songs, singers, map_df, failures
         self.song_vectors, self.singer_vectors, self.song_indexes = song_vectors, singer_vectors, song_indexes
-        self._song_row = {s: i for i, s in enumerate(songs["song_id"])}
+        self._song_ids = songs["song_id"].to_numpy(dtype=object)
+        self._song_row = {s: i for i, s in enumerate(self._song_ids)}
         self._singer_row = {s: i for i, s in enumerate(singers["singer"])}
-        self._singer_of_song = pd.Categorical(songs["singer"], categories=singers["singer"]).codes
-        self._songs_of_singer = [np.flatnonzero(self._singer_of_song == j) for j in range(len(singers))]
+        self._singer_of_song = pd.Categorical(songs["singer"], categories=singers["singer"]).codes.astype(np.int64)
+        by_singer = np.argsort(self._singer_of_song, kind="stable")  # song rows grouped by singer
+        bounds = np.cumsum(np.bincount(self._singer_of_song, minlength=len(singers)))[:-1]
+        self._songs_of_singer = np.split(by_singer, bounds)
         self._encoders = None
         self._map_songs = map_df[map_df["kind"] == "song"].set_index("id").reindex(songs["song_id"])
 
@@ -179,7 +191,7 @@ class Recommender:
                 weights += [w / total / len(songs)] * len(songs)
             rows = np.array(rows)
             return _QuerySet({k: np.asarray(self.song_vectors[k][rows]) for k in KINDS}, np.array(weights),
-                             self.songs["song_id"].iloc[rows].tolist(), exclude)
+                             self._song_ids[rows].tolist(), exclude)
         if isinstance(query, Song):
             if query.song_id not in self._song_row:
                 close = difflib.get_close_matches(query.song_id, list(self._song_row), n=5, cutoff=0.5)
@@ -220,6 +232,10 @@ class Recommender:
         DataFrame with columns rank, singer, score, timbre_score, melody_score, query_song, match_song and
         the singer metadata columns, best first.
         """
+        with _BLAS.limit(limits=1):  # BLAS and OpenMP (FAISS)
+            return self._similar_singers(query, k, timbre_weight, filters, diversity)
+
+    def _similar_singers(self, query, k, timbre_weight, filters, diversity) -> pd.DataFrame:
         if not 0.0 <= timbre_weight <= 1.0:
             raise SingrecError(f"timbre_weight must be in [0, 1], got {timbre_weight}")
         if not 0.0 <= diversity <= 1.0:
@@ -231,31 +247,35 @@ class Recommender:
         for name in q.exclude:
             allowed[self._singer_row[name]] = False
 
-        # candidates: singers of the nearest songs to each encoder's query centroid
-        n_cand = min(len(self.songs), max(CANDIDATE_SONGS, 40 * k))
-        cand = set()
-        for kind in KINDS:
-            centroid = l2_normalise((q.weights[:, None] * q.vectors[kind]).sum(0, keepdims=True))
-            _, ids = search(self.song_indexes[kind], centroid, n_cand)
-            cand.update(self._singer_of_song[ids[0][ids[0] >= 0]].tolist())
-        cand = np.array(sorted(j for j in cand if allowed[j]), dtype=int)
-        if len(cand) < k * 3:  # small catalogue or strict filters: score every allowed singer exactly
-            cand = np.flatnonzero(allowed)
+        cand = self._candidates(q, allowed, k)
         if len(cand) == 0:
             return pd.DataFrame(columns=RESULT_COLUMNS + self.metadata_columns)
 
-        rows = []
-        for j in cand:
-            songs = self._songs_of_singer[j]
-            t = q.vectors["timbre"] @ np.asarray(self.song_vectors["timbre"][songs]).T  # (Q, S)
-            m = q.vectors["melody"] @ np.asarray(self.song_vectors["melody"][songs]).T  # (Q, S)
-            fused = timbre_weight * t + (1 - timbre_weight) * m
-            top = min(TOP_SONGS, len(songs))
-            best = np.argsort(-fused, axis=1)[:, :top]  # (Q, top) this singer's best songs per query song
-            take = lambda a: np.take_along_axis(a, best, axis=1).mean(1) @ q.weights  # noqa: E731
-            qi, si = np.unravel_index(np.argmax(fused), fused.shape)
-            rows.append((j, take(fused), take(t), take(m), q.labels[qi], self.songs["song_id"].iloc[songs[si]]))
-        res = pd.DataFrame(rows, columns=["row", "score", "timbre_score", "melody_score", "query_song", "match_song"])
+        # exact fused similarity of every query song to every song of every candidate singer, at once:
+        # the candidates' songs laid out as a (candidates, max songs) table, `valid` marking real entries
+        lists = [self._songs_of_singer[j] for j in cand]
+        lens = np.array([len(x) for x in lists])  # (C,)
+        width = int(lens.max())
+        flat = np.concatenate(lists)  # (R,) song rows
+        valid = np.arange(width)[None, :] < lens[:, None]  # (C, M)
+        pos = np.where(valid, np.r_[0, np.cumsum(lens)[:-1]][:, None] + np.arange(width)[None, :], 0)  # (C, M)
+        t = (q.vectors["timbre"] @ np.asarray(self.song_vectors["timbre"][flat]).T)[:, pos]  # (Q, C, M)
+        m = (q.vectors["melody"] @ np.asarray(self.song_vectors["melody"][flat]).T)[:, pos]  # (Q, C, M)
+        fused = np.where(valid, timbre_weight * t + (1 - timbre_weight) * m, -np.inf)  # (Q, C, M)
+        top = min(TOP_SONGS, width)
+        best = np.argpartition(-fused, top - 1, axis=2)[:, :, :top]  # (Q, C, top) each singer's best songs
+        picked_ok = np.take_along_axis(np.broadcast_to(valid, fused.shape), best, axis=2)  # (Q, C, top)
+        n_top = np.minimum(lens, TOP_SONGS)  # (C,)
+
+        def mean_top(a):  # (Q, C, M) -> (C,): mean over the best songs, weighted over query songs
+            picked = np.where(picked_ok, np.take_along_axis(a, best, axis=2), 0.0)  # (Q, C, top)
+            return q.weights @ (picked.sum(2) / n_top)
+
+        joint = fused.transpose(1, 0, 2).reshape(len(cand), -1).argmax(1)  # (C,) best (query song, song) pair
+        pair_q, pair_m = np.divmod(joint, width)
+        res = pd.DataFrame({"row": cand, "score": mean_top(fused), "timbre_score": mean_top(t),
+                            "melody_score": mean_top(m), "query_song": [q.labels[i] for i in pair_q],
+                            "match_song": self._song_ids[flat[pos[np.arange(len(cand)), pair_m]]]})
         res = res.sort_values(["score", "row"], ascending=[False, True], kind="stable")
         order = self._mmr(res, k, diversity) if diversity > 0 else res.index[:k]
         res = res.loc[order].reset_index(drop=True)
@@ -263,6 +283,23 @@ class Recommender:
         res.insert(1, "singer", self.singers["singer"].iloc[res["row"]].to_numpy())
         meta = self.singers.iloc[res["row"]][self.metadata_columns].reset_index(drop=True)
         return pd.concat([res.drop(columns="row"), meta], axis=1)
+
+    def _candidates(self, q: _QuerySet, allowed: np.ndarray, k: int) -> np.ndarray:
+        """Singer rows to score exactly (see module docstring, step 2)."""
+        if len(self.singers) <= EXACT_SINGERS:
+            return np.flatnonzero(allowed)
+        cand = set()
+        n_songs = min(len(self.songs), max(CANDIDATE_SONGS, 40 * k))
+        n_singers = min(len(self.singers), max(CANDIDATE_SINGERS, 10 * k))
+        for kind in KINDS:
+            centroid = l2_normalise((q.weights[:, None] * q.vectors[kind]).sum(0, keepdims=True))
+            _, ids = search(self.song_indexes[kind], centroid, n_songs)
+            cand.update(self._singer_of_song[ids[0][ids[0] >= 0]].tolist())
+            sims = np.asarray(self.singer_vectors[kind]) @ centroid[0]  # (S,)
+            cand.update(np.argpartition(-sims, n_singers - 1)[:n_singers].tolist())
+        cand = np.array(sorted(cand), dtype=np.int64)
+        cand = cand[allowed[cand]]
+        return cand if len(cand) >= k else np.flatnonzero(allowed)
 
     def _mmr(self, res: pd.DataFrame, k: int, diversity: float) -> list:
         """Maximal marginal relevance: relevance minus similarity to singers already picked."""

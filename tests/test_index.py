@@ -163,11 +163,13 @@ def test_kill_and_resume_equals_uninterrupted(tiny_catalogue, tiny_checkpoints, 
             "from encoders.checkpoint import load_default_encoders;"
             f"build_catalogue_index({str(tiny_catalogue)!r}, {str(out)!r}, "
             f"encoders=load_default_encoders({str(tiny_checkpoints)!r}), chunk_size=1, progress=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "SINGREC_THREADS": "1"})
+    log = tmp_path / "build.log"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "SINGREC_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     try:
         deadline = time.monotonic() + 120
         while not (out / "build" / "part-00002.npz").exists():
-            assert proc.poll() is None, "the build ended before it could be killed"
+            assert proc.poll() is None, f"the build ended before it could be killed:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, "the build made no progress"
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)

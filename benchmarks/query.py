@@ -1,0 +1,112 @@
+"""Similar-singer query latency and approximate-index recall.
+
+1. The default catalogue's index (``demo_data/index`` after ``make demo``, or --index): p50/p99 latency of
+   ``similar_singers`` for every singer as the query, several rounds.
+2. A 1M-song index of synthetic vectors (clustered like real embeddings: singers' songs scattered around a
+   singer centre), with the index ``auto`` picks at that size (IVF): song-level recall@10 of the approximate
+   index vs exact search, singer-level overlap of ``similar_singers`` top-10 with an exact-index ranker, and
+   p50/p99 query latency. Prints a markdown table.
+
+Run: ``.venv/bin/python benchmarks/query.py [--index demo_data/index] [--songs 1000000]``
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from encoders.base import l2_normalise, set_torch_threads
+from index.faiss_index import build_index, choose_index_key, recall_at_k, search
+from recsys.rank import Recommender
+
+
+def latency(rec: Recommender, queries: list, rounds: int = 3, k: int = 10) -> tuple[float, float]:
+    for q in queries[:5]:
+        rec.similar_singers(q, k=k)  # warm-up
+    times = []
+    for _ in range(rounds):
+        for q in queries:
+            t0 = time.perf_counter()
+            rec.similar_singers(q, k=k)
+            times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1000
+    return float(np.median(ms)), float(np.percentile(ms, 99))
+
+
+def synthetic_recommender(n_songs: int, songs_per_singer: int, dims=(128, 64), seed: int = 0,
+                          index_key: str = "auto") -> Recommender:
+    """A Recommender over clustered random unit vectors (no audio), for scale tests."""
+    rng = np.random.default_rng(seed)
+    n_singers = -(-n_songs // songs_per_singer)
+    owner = np.repeat(np.arange(n_singers), songs_per_singer)[:n_songs]
+    names = np.array([f"s{i:06d}" for i in range(n_singers)])
+    vecs, singer_vecs, indexes = {}, {}, {}
+    for kind, d in zip(("timbre", "melody"), dims):
+        centres = l2_normalise(rng.standard_normal((n_singers, d)).astype(np.float32))
+        x = centres[owner] + 0.6 / np.sqrt(d) * rng.standard_normal((n_songs, d)).astype(np.float32)
+        vecs[kind] = l2_normalise(x)
+        sums = np.zeros((n_singers, d), np.float32)
+        np.add.at(sums, owner, vecs[kind])
+        singer_vecs[kind] = l2_normalise(sums)
+        t0 = time.perf_counter()
+        indexes[kind] = build_index(vecs[kind], index_key)
+        print(f"  built {kind} index {index_key if index_key != 'auto' else choose_index_key(n_songs)} "
+              f"over {n_songs} x {d} in {time.perf_counter() - t0:.0f} s", flush=True)
+    songs = pd.DataFrame({"song_id": [f"{names[o]}/{i}" for i, o in enumerate(owner)], "singer": names[owner]})
+    singers = pd.DataFrame({"singer": names, "n_songs": np.bincount(owner, minlength=n_singers)})
+    map_df = pd.DataFrame({"kind": "song", "id": songs["song_id"], "singer": songs["singer"], "x": 0.0, "y": 0.0,
+                           "cluster": 0})
+    info = {"counts": {"songs": n_songs, "singers": n_singers}, "faiss": {"songs": index_key}, "dims": {}}
+    return Recommender(Path("<memory>"), info, songs, singers, map_df, vecs, singer_vecs, indexes, pd.DataFrame())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, default=Path("demo_data/index"))
+    ap.add_argument("--songs", type=int, default=1_000_000)
+    ap.add_argument("--songs-per-singer", type=int, default=30)
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args()
+    set_torch_threads()
+    rows = []
+    if (args.index / "index.json").is_file():
+        rec = Recommender.load(args.index)
+        p50, p99 = latency(rec, rec.singers["singer"].tolist())
+        rows.append(("default catalogue", f"{len(rec.songs)} songs / {len(rec.singers)} singers",
+                     rec.info["faiss"]["songs"], "1.000 (exact)", "1.000 (exact)", p50, p99))
+    else:
+        print(f"(no index at {args.index}; run `make demo` first for the default-catalogue row)")
+
+    print(f"building the {args.songs}-song synthetic index ...", flush=True)
+    approx = synthetic_recommender(args.songs, args.songs_per_singer)
+    rng = np.random.default_rng(1)
+    qrows = rng.choice(args.songs, args.queries, replace=False)
+    exact_index = build_index(approx.song_vectors["timbre"], "Flat")
+    q = approx.song_vectors["timbre"][qrows]
+    exact_ids = search(exact_index, q, 10)[1]
+    approx_ids = search(approx.song_indexes["timbre"], q, 10)[1]
+    song_recall = recall_at_k(approx_ids, exact_ids, 10)
+    # singer level: the same ranker with exact song indexes
+    exact = Recommender(approx.index_dir, approx.info, approx.songs, approx.singers, approx.map,
+                        approx.song_vectors, approx.singer_vectors,
+                        {"timbre": exact_index, "melody": build_index(approx.song_vectors["melody"], "Flat")},
+                        pd.DataFrame())
+    singers = approx.singers["singer"].to_numpy()[rng.choice(len(approx.singers), 50, replace=False)].tolist()
+    overlap = np.mean([len(set(approx.similar_singers(s, k=10)["singer"]) & set(exact.similar_singers(s, k=10)["singer"])) / 10
+                       for s in singers])
+    query_singers = approx.singers["singer"].to_numpy()[rng.choice(len(approx.singers), args.queries, replace=False)]
+    p50, p99 = latency(approx, query_singers.tolist(), rounds=1)
+    rows.append(("synthetic vectors", f"{args.songs} songs / {len(approx.singers)} singers",
+                 choose_index_key(args.songs), f"{song_recall:.3f}", f"{overlap:.3f}", p50, p99))
+
+    print("\n| index | size | FAISS | song recall@10 vs exact | singer top-10 overlap vs exact | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for name, size, key, rec10, ov, p50, p99 in rows:
+        print(f"| {name} | {size} | {key} | {rec10} | {ov} | {p50:.2f} | {p99:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
