@@ -220,7 +220,7 @@ def demo(
         typer.echo(f"[1/3] catalogue: cached in {cat_dir}")
     else:
         typer.echo(f"[1/3] catalogue: synthesizing the default catalogue into {cat_dir} ...")
-        _run(synthesize_catalogue, cat_dir, seed=seed)
+        _run(synthesize_catalogue, cat_dir, seed=seed, workers=2)  # output does not depend on workers
     cat = _run(Catalogue.open, cat_dir)
     typer.echo(f"      {_synth_summary(json.loads(info_path.read_text()))}")
 
