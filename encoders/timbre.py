@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Literal, Sequence
 
 import numpy as np
@@ -70,70 +71,89 @@ def song_crops(mel: torch.Tensor, crop: int, hop: int) -> torch.Tensor:
     return mel.unfold(-1, crop, 1)[:, starts].permute(1, 0, 2)  # (M, n, crop) -> (n, M, crop)
 
 
-def segment(wave: np.ndarray, start: int, n: int) -> np.ndarray:
-    """``n`` samples of ``wave`` from ``start``, wrapping around cyclically when the song is too short."""
-    if start + n <= wave.shape[0]:
-        return wave[start:start + n]
-    return np.take(wave, np.arange(start, start + n), mode="wrap")
-
-
 def _uniform(gen: torch.Generator, shape: tuple, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=gen)
 
 
+@lru_cache(maxsize=4)
+def _band_hz(features: FeatureConfig) -> torch.Tensor:
+    """Centre frequency (Hz) of each mel band, (M,)."""
+    import librosa
+
+    hz = librosa.mel_frequencies(n_mels=features.n_mels + 2, fmin=features.fmin, fmax=features.fmax)[1:-1]
+    return torch.as_tensor(hz, dtype=torch.float32)
+
+
 def recording_chain(power: torch.Tensor, cfg: "TimbreConfig", gen: torch.Generator, *,
-                    frames_per_second: float) -> torch.Tensor:
+                    features: FeatureConfig = DEFAULT_FEATURES) -> torch.Tensor:
     """Apply an independent random recording chain to each mel-power crop (training augmentation).
 
-    The chain mimics what differs between the recordings of a catalogue: a static EQ (a tilt across the
-    mel range plus a few Gaussian peaks/notches, in dB), level, a light reverb (an exponential power tail
-    per band with a random RT60 and wet level) and additive coloured noise at a random SNR.
+    The chain mimics what differs between the recordings of a catalogue, on the mel power of each view:
+    a parametric EQ (low and high shelves, peaking bands, a high-pass and sometimes a band limit), a room
+    (an exponentially decaying power tail per band, shorter at high frequencies, with random RT60 and wet
+    level), additive coloured background noise at a random SNR, sometimes mains hum, and the level.
 
     Parameters
     ----------
     power : tensor (V, M, T), mel power (linear, >= 0)
     cfg : the chain ranges (``chain_*`` fields)
     gen : torch random generator
+    features : the mel bands' layout (for band frequencies and the frame rate)
 
     Returns
     -------
     tensor (V, M, T), mel power
     """
     V, M, T = power.shape
-    band = torch.linspace(-0.5, 0.5, M)[None, :]  # (1, M), position across the mel range
-    eq_db = _uniform(gen, (V, 1), -cfg.chain_tilt_db, cfg.chain_tilt_db) * band  # (V, M)
-    idx = torch.arange(M, dtype=torch.float32)[None, :]  # (1, M)
-    for _ in range(cfg.chain_peaks):
-        centre = _uniform(gen, (V, 1), 0, M - 1)
-        width = _uniform(gen, (V, 1), 1.5, 6.0)  # bands
-        gain = _uniform(gen, (V, 1), -cfg.chain_peak_db, cfg.chain_peak_db)
-        eq_db = eq_db + gain * torch.exp(-0.5 * ((idx - centre) / width) ** 2)  # (V, M)
-    eq_db = eq_db + _uniform(gen, (V, 1), -cfg.chain_gain_db, cfg.chain_gain_db)  # level
-    keep = torch.rand((V, 1), generator=gen) < cfg.chain_clean_p  # some views stay untouched
-    eq_db = torch.where(keep, torch.zeros_like(eq_db), eq_db)
-    out = power * (10.0 ** (eq_db / 10.0))[:, :, None]  # (V, M, T)
+    hz = _band_hz(features)[None, :].clamp_min(1.0)  # (1, M)
+    octave = torch.log2(hz)  # (1, M)
+    clean = torch.rand((V, 1), generator=gen) < cfg.chain_clean_p  # (V, 1) views left untouched
 
-    # reverb: y[t] = x[t] + wet * sum_k a^k x[t-k] per band, a = power decay per frame from RT60
-    rt60 = _uniform(gen, (V, 1), *cfg.chain_rt60)  # seconds
-    wet = _uniform(gen, (V, 1), 0.0, cfg.chain_wet) * (torch.rand((V, 1), generator=gen) < cfg.chain_reverb_p)
-    wet = torch.where(keep, torch.zeros_like(wet), wet)
-    a = 10.0 ** (-6.0 / (rt60 * frames_per_second))  # (V, 1), -60 dB after rt60
-    t = torch.arange(T, dtype=torch.float32)[None, :]  # (1, T)
-    kernel = wet * a ** t  # (V, T)
-    kernel[:, 0] = 1.0
+    def u(lo: float, hi: float, shape=(V, 1)) -> torch.Tensor:
+        return _uniform(gen, shape, lo, hi)
+
+    # --- EQ (dB per band): shelves at 200 Hz / 4 kHz, peaking bands, high-pass, optional band limit
+    eq_db = u(-cfg.chain_shelf_db, cfg.chain_shelf_db) / (1 + (hz / 200.0) ** 2)  # (V, M)
+    eq_db = eq_db + u(-cfg.chain_shelf_db, cfg.chain_shelf_db) / (1 + (4000.0 / hz) ** 2)
+    for _ in range(cfg.chain_peaks):
+        centre = u(math.log2(120.0), math.log2(7000.0))  # octaves
+        q = u(0.5, 3.0)
+        eq_db = eq_db + u(-cfg.chain_peak_db, cfg.chain_peak_db) * torch.exp(-0.5 * ((octave - centre) * q * 1.2) ** 2)
+    eq_db = eq_db + 10 * torch.log10(1 / (1 + (u(*cfg.chain_hp_hz) / hz) ** 4))  # high-pass
+    lp = torch.where(torch.rand((V, 1), generator=gen) < cfg.chain_lp_p, u(*cfg.chain_lp_hz), torch.full((V, 1), 1e9))
+    eq_db = eq_db + 10 * torch.log10(1 / (1 + (hz / lp) ** 12))  # band limit
+    eq = 10.0 ** (eq_db / 10.0)  # (V, M) power gain
+    out = power * eq[:, :, None]  # (V, M, T)
+
+    # --- room: y[t] = x[t] + wet^2 * sum_k h[k] x[t-k], h a unit-sum exponential decay (per band: faster
+    # at high frequencies), 60 dB down after rt60
+    rt60 = torch.exp(u(math.log(cfg.chain_rt60[0]), math.log(cfg.chain_rt60[1])))  # (V, 1) seconds
+    rt60_band = rt60 * (1.0 - 0.55 * (hz / hz.max()))  # (V, M)
+    wet = u(0.0, cfg.chain_wet) * (torch.rand((V, 1), generator=gen) < cfg.chain_reverb_p)  # (V, 1)
+    t = torch.arange(T, dtype=torch.float32) / features.frames_per_second  # (T,) seconds
+    decay = torch.exp(-13.8 * t[None, None, :] / rt60_band[:, :, None])  # (V, M, T)
+    kernel = (wet ** 2)[:, :, None] * decay / decay.sum(dim=-1, keepdim=True)  # (V, M, T)
+    kernel[..., 0] += 1.0  # the direct sound
     n_fft = 2 * T
-    spec = torch.fft.rfft(out, n=n_fft) * torch.fft.rfft(kernel, n=n_fft)[:, None, :]  # (V, M, F)
+    spec = torch.fft.rfft(out, n=n_fft) * torch.fft.rfft(kernel, n=n_fft)  # (V, M, F)
     out = torch.fft.irfft(spec, n=n_fft)[..., :T].clamp_min(0.0)  # (V, M, T)
 
-    # noise: coloured (random tilt), gamma-fluctuating power, at a random SNR to the crop's mean power
-    snr_db = _uniform(gen, (V, 1, 1), *cfg.chain_snr_db)
-    use = (torch.rand((V, 1, 1), generator=gen) < cfg.chain_noise_p) & ~keep[:, :, None]
-    colour = 10.0 ** (_uniform(gen, (V, 1), -20.0, 10.0) * band / 10.0)  # (V, M)
+    # --- background noise: coloured (slope in dB/octave around 1 kHz, then the same EQ), fluctuating
+    slope = u(-8.0, 2.0)  # (V, 1)
+    colour = 10.0 ** (slope * torch.log2(hz / 1000.0) / 10.0) * eq  # (V, M)
     colour = colour / colour.mean(dim=1, keepdim=True)
-    fluct = torch._standard_gamma(torch.full((V, M, T), 4.0)) / 4.0  # (V, M, T), mean 1
+    snr_db = u(*cfg.chain_snr_db)[:, :, None]  # (V, 1, 1)
+    use = (torch.rand((V, 1, 1), generator=gen) < cfg.chain_noise_p)
+    fluct = (1.0 + 0.5 * torch.randn((V, M, T), generator=gen)).clamp_min(0.05)  # (V, M, T), mean ~1
     level = out.mean(dim=(1, 2), keepdim=True) / 10.0 ** (snr_db / 10.0)  # (V, 1, 1)
-    noise = level * colour[:, :, None] * fluct * use  # (V, M, T)
-    return out + noise
+    out = out + level * use * colour[:, :, None] * fluct
+    # --- mains hum: steady power in the bands below ~350 Hz
+    hum = (torch.rand((V, 1), generator=gen) < cfg.chain_hum_p) * 10.0 ** (u(-45.0, -30.0) / 10.0)  # (V, 1)
+    hum_shape = (hz < 350.0).float() * (100.0 / hz) ** 2  # (1, M)
+    out = out + (out.mean(dim=(1, 2))[:, None] * hum * hum_shape)[:, :, None]
+    # --- level
+    out = out * 10.0 ** (u(-cfg.chain_gain_db, cfg.chain_gain_db) / 10.0)[:, :, None]
+    return torch.where(clean[:, :, None], power, out)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -197,18 +217,23 @@ class TimbreConfig:
     pitch_semitones: tuple[float, float] = (1.0, 3.0)   # |shift| range, random sign
     stretch_rates: tuple[float, float] = (0.7, 1.4)      # tempo factor range (> 1 = faster)
     stretch_min_change: float = 1.1                      # rates within [1/x, x] are not drawn
+    transform_variants: int = 3              # pre-rendered pitch / stretch variants per training song
     # --- random recording chain per view
     chain: bool = True
     chain_clean_p: float = 0.1               # probability a view is left untouched
-    chain_tilt_db: float = 12.0              # EQ tilt, +- dB across the mel range
-    chain_peaks: int = 3                     # Gaussian EQ peaks / notches per view
-    chain_peak_db: float = 9.0               # +- dB per peak
+    chain_shelf_db: float = 8.0              # +- dB, low shelf (200 Hz) and high shelf (4 kHz)
+    chain_peaks: int = 3                     # peaking EQ bands per view (120 Hz - 7 kHz, Q 0.5-3)
+    chain_peak_db: float = 9.0               # +- dB per peaking band
+    chain_hp_hz: tuple[float, float] = (20.0, 250.0)    # high-pass corner range
+    chain_lp_p: float = 0.3                  # probability of a band limit (low-pass)
+    chain_lp_hz: tuple[float, float] = (3500.0, 7800.0)  # its corner range
+    chain_reverb_p: float = 0.8
+    chain_rt60: tuple[float, float] = (0.15, 2.5)   # seconds (log-uniform)
+    chain_wet: float = 0.7                   # max reverb amplitude relative to the direct sound
+    chain_noise_p: float = 0.9
+    chain_snr_db: tuple[float, float] = (12.0, 45.0)
+    chain_hum_p: float = 0.2                 # probability of mains hum (-45..-30 dB)
     chain_gain_db: float = 12.0              # +- dB level
-    chain_reverb_p: float = 0.6
-    chain_rt60: tuple[float, float] = (0.15, 1.0)   # seconds
-    chain_wet: float = 0.5                   # max reverb tail level relative to the dry frame
-    chain_noise_p: float = 0.6
-    chain_snr_db: tuple[float, float] = (10.0, 40.0)
     # --- optimisation
     epochs: int = 30
     batch_size: int = 64                     # anchor songs per step (views per step: 2-4x this)
@@ -221,8 +246,8 @@ class TimbreConfig:
         self.dilations = tuple(int(d) for d in self.dilations)
         self.pitch_semitones = tuple(float(v) for v in self.pitch_semitones)
         self.stretch_rates = tuple(float(v) for v in self.stretch_rates)
-        self.chain_rt60 = tuple(float(v) for v in self.chain_rt60)
-        self.chain_snr_db = tuple(float(v) for v in self.chain_snr_db)
+        for name in ("chain_rt60", "chain_snr_db", "chain_hp_hz", "chain_lp_hz"):
+            setattr(self, name, tuple(float(v) for v in getattr(self, name)))
         for name in ("pitch", "stretch"):
             if getattr(self, name) not in ("none", "pos", "neg"):
                 raise ValueError(f"{name} must be 'none', 'pos' or 'neg', got {getattr(self, name)!r}")
@@ -425,22 +450,90 @@ class TimbreEncoder:
 # Training: views from an in-memory song bank, one epoch, validation
 # ----------------------------------------------------------------------------------------------------------
 
-@dataclass
 class SongBank:
-    """Training audio held in memory: one float32 waveform per song, plus integer song/singer labels."""
+    """Training songs held in memory as log-mels, with pre-rendered pitch-shifted / time-stretched variants.
 
-    waves: list[np.ndarray]
-    singers: np.ndarray  # (n,) int singer index per song
+    Every song's log-mel is computed once (float16, ~6 kB per second of audio), so anchor and positive
+    crops are slices of it. The pair policy's transforms are slow on audio (a phase vocoder per clip), so
+    for each active transform each song is rendered ``cfg.transform_variants`` times once, with random
+    shifts / rates, through :mod:`data.augment` and the STFT; a transformed view is the anchor's span cut
+    from one of them (frame-aligned: a stretched variant's span starts at ``start / rate``).
 
-    def __post_init__(self):
-        self.singers = np.asarray(self.singers, dtype=np.int64)
-        self.lengths = np.array([w.shape[0] for w in self.waves], dtype=np.int64)
-        self.by_singer: dict[int, np.ndarray] = {}
-        for s in np.unique(self.singers):
-            self.by_singer[int(s)] = np.flatnonzero(self.singers == s)
+    Parameters
+    ----------
+    waves : mono float32 waveforms at ``features.sample_rate`` (not kept)
+    singers : (n,) integer singer label per song
+    cfg : the training config (which transforms, their ranges, how many variants); None = no variants
+    seed : seeds the variants' shifts and rates
+    """
+
+    def __init__(self, waves: Sequence[np.ndarray], singers, *, features: FeatureConfig = DEFAULT_FEATURES,
+                 cfg: "TimbreConfig | None" = None, seed: int = 0, progress: bool = False):
+        self.singers = np.asarray(singers, dtype=np.int64)
+        if len(self.singers) != len(waves):
+            raise ValueError(f"{len(waves)} songs but {len(self.singers)} singer labels")
+        self.features = features
+        self.logmels = [self._logmel(torch.as_tensor(np.asarray(w, dtype=np.float32))) for w in waves]  # (M, T_i)
+        self.n_frames = np.array([m.shape[-1] for m in self.logmels], dtype=np.int64)
+        self.by_singer: dict[int, np.ndarray] = {int(s): np.flatnonzero(self.singers == s)
+                                                 for s in np.unique(self.singers)}
+        # variants[transform][song] = list of (shift or rate, (M, T') float16 log-mel)
+        self.variants: dict[str, list[list[tuple[float, torch.Tensor]]]] = {}
+        if cfg is not None and cfg.transforms:
+            self._render_variants(waves, cfg, seed, progress)
+
+    def _logmel(self, wave: torch.Tensor) -> torch.Tensor:
+        return torch.log10(mel_power(wave, cfg=self.features).clamp_min(self.features.log_floor)).half()
+
+    def _render_variants(self, waves, cfg: "TimbreConfig", seed: int, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        from data.augment import pitch_shift_batch, time_stretch_batch
+
+        gen = torch.Generator().manual_seed(seed + 4242)
+        for transform, _ in cfg.transforms:
+            per_song = []
+            for w in tqdm(waves, desc=f"rendering {transform} variants", unit="song", disable=not progress,
+                          leave=False):
+                x = torch.as_tensor(np.asarray(w, dtype=np.float32))[None]  # (1, N)
+                vals = draw_transform(transform, cfg.transform_variants, cfg, gen)
+                out = []
+                for v in vals.tolist():
+                    if transform == "pitch":
+                        y = pitch_shift_batch(x, [v], sr=self.features.sample_rate)[0]  # (N,)
+                    else:
+                        y = time_stretch_batch(x, [v])[0]  # (N / v,)
+                    out.append((v, self._logmel(y)))
+                per_song.append(out)
+            self.variants[transform] = per_song
 
     def __len__(self) -> int:
-        return len(self.waves)
+        return len(self.logmels)
+
+    def crop(self, song: int, start: int, n: int, mel: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-mel frames [start, start + n) of a song (or of ``mel``) -> (M, n) float32; wraps cyclically
+        past the end, and a song shorter than ``n`` is tiled."""
+        m = self.logmels[song] if mel is None else mel
+        T = m.shape[-1]
+        if T < n:
+            return tile_frames(m, n).float()
+        start = start % T
+        if start + n <= T:
+            return m[:, start:start + n].float()
+        return torch.cat([m[:, start:], m[:, :start + n - T]], dim=1).float()  # (M, n)
+
+
+def draw_transform(transform: str, n: int, cfg: "TimbreConfig", gen: torch.Generator) -> torch.Tensor:
+    """``n`` random semitone shifts (``"pitch"``: +-pitch_semitones) or tempo rates (``"stretch"``:
+    log-uniform in stretch_rates, avoiding [1/stretch_min_change, stretch_min_change]) -> (n,)."""
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)  # (n,)
+    if transform == "pitch":
+        return sign * _uniform(gen, (n,), *cfg.pitch_semitones)
+    lo, hi = cfg.stretch_rates
+    m = cfg.stretch_min_change
+    fast = _uniform(gen, (n,), math.log(m), math.log(hi))  # log-rates > 0
+    slow = _uniform(gen, (n,), math.log(lo), -math.log(m))  # log-rates < 0
+    return torch.exp(torch.where(sign > 0, fast, slow))
 
 
 def _positive_start(rng: np.random.Generator, length: int, n: int, anchor: int) -> int:
@@ -454,25 +547,22 @@ def _positive_start(rng: np.random.Generator, length: int, n: int, anchor: int) 
 
 
 def sample_views(bank: SongBank, anchors: np.ndarray, cfg: TimbreConfig, *, rng: np.random.Generator,
-                 gen: torch.Generator, features: FeatureConfig = DEFAULT_FEATURES,
-                 chain: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 gen: torch.Generator, chain: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Build the log-mel views of one batch and their group ids.
 
     Views are ordered [anchors, positives, *transformed anchors] (one block of B per active transform);
-    ``groups`` follows :func:`view_groups`, with song ids (``positives="song"``) or singer ids.
+    ``groups`` follows :func:`view_groups`, with song ids (``positives="song"``) or singer ids. A
+    transformed view is the anchor's span in one of the song's pre-rendered variants (see
+    :class:`SongBank`). Every view then gets its own random recording chain (unless ``chain`` is False).
 
     Returns
     -------
     mels : tensor (V, n_mels, crop_frames) log-mel
     groups : long tensor (V,)
     """
-    from data.augment import pitch_shift_batch, time_stretch_batch  # heavy-ish; only training needs it
-
-    B = len(anchors)
-    n = (cfg.crop_frames - 1) * features.hop_length  # samples giving exactly crop_frames frames
-    starts = [int(rng.integers(0, max(0, bank.lengths[a] - n) + 1)) for a in anchors]
-    anchor_audio = np.stack([segment(bank.waves[a], s, n) for a, s in zip(anchors, starts)])  # (B, n)
-    pos_audio = []
+    C = cfg.crop_frames
+    starts = [int(rng.integers(0, max(0, bank.n_frames[a] - C) + 1)) for a in anchors]  # frames
+    crops = [bank.crop(int(a), s, C) for a, s in zip(anchors, starts)]  # anchors: B x (M, C)
     for a, s in zip(anchors, starts):
         song = int(a)
         if cfg.positives == "singer":
@@ -481,30 +571,21 @@ def sample_views(bank: SongBank, anchors: np.ndarray, cfg: TimbreConfig, *, rng:
             if len(others):
                 song = int(rng.choice(others))
         if song == a:
-            ps = _positive_start(rng, int(bank.lengths[a]), n, s)
+            ps = _positive_start(rng, int(bank.n_frames[a]), C, s)
         else:
-            ps = int(rng.integers(0, max(0, bank.lengths[song] - n) + 1))
-        pos_audio.append(segment(bank.waves[song], ps, n))
-    views = [torch.from_numpy(anchor_audio), torch.from_numpy(np.stack(pos_audio))]  # 2 x (B, n)
+            ps = int(rng.integers(0, max(0, bank.n_frames[song] - C) + 1))
+        crops.append(bank.crop(song, ps, C))  # positives: B x (M, C)
     for transform, _ in cfg.transforms:
-        sign = torch.where(torch.rand(B, generator=gen) < 0.5, -1.0, 1.0)  # (B,)
-        if transform == "pitch":
-            steps = sign * _uniform(gen, (B,), *cfg.pitch_semitones)
-            views.append(pitch_shift_batch(views[0], steps, sr=features.sample_rate))  # (B, n)
-        else:
-            lo, hi = cfg.stretch_rates
-            m = cfg.stretch_min_change
-            fast = _uniform(gen, (B,), math.log(m), math.log(hi))  # log-rates, > 1
-            slow = _uniform(gen, (B,), math.log(lo), -math.log(m))  # log-rates, < 1
-            rates = torch.exp(torch.where(sign > 0, fast, slow))  # (B,)
-            n_src = int(math.ceil(n * hi)) + 1  # enough source audio for the fastest rate
-            src = torch.from_numpy(np.stack([segment(bank.waves[a], s, n_src) for a, s in zip(anchors, starts)]))
-            views.append(time_stretch_batch(src, rates, length=n))  # (B, n)
-    audio = torch.cat(views)  # (V, n)
-    power = mel_power(audio, cfg=features)  # (V, M, crop)
+        if transform not in bank.variants:
+            raise ValueError(f"the song bank has no {transform} variants (build it with this config)")
+        for a, s in zip(anchors, starts):
+            value, mel = bank.variants[transform][int(a)][int(rng.integers(len(bank.variants[transform][int(a)])))]
+            start = s if transform == "pitch" else int(round(s / value))  # a stretched span starts at s / rate
+            crops.append(bank.crop(int(a), start, C, mel=mel))  # transformed anchors: B x (M, C)
+    mels = torch.stack(crops)  # (V, M, C) log-mel
     if cfg.chain if chain is None else chain:
-        power = recording_chain(power, cfg, gen, frames_per_second=features.frames_per_second)
-    mels = torch.log10(power.clamp_min(features.log_floor))  # (V, M, crop)
+        power = recording_chain(10.0 ** mels, cfg, gen, features=bank.features)  # (V, M, C)
+        mels = torch.log10(power.clamp_min(bank.features.log_floor))
     ids = torch.as_tensor(anchors if cfg.positives == "song" else bank.singers[anchors], dtype=torch.long)
     return mels, view_groups(ids, cfg)
 
@@ -526,8 +607,7 @@ def epoch_batches(n_songs: int, batch_size: int, rng: np.random.Generator) -> li
 
 
 def train_epoch(model: TimbreNet, opt: torch.optim.Optimizer, bank: SongBank, cfg: TimbreConfig, *,
-                seed: int, epoch: int, step: int, total_steps: int,
-                features: FeatureConfig = DEFAULT_FEATURES, progress: bool = False) -> tuple[float, int]:
+                seed: int, epoch: int, step: int, total_steps: int, progress: bool = False) -> tuple[float, int]:
     """One pass over ``bank`` (each song once as an anchor). Sampling is seeded by (seed, epoch), so a
     resumed run repeats an uninterrupted one. Returns (mean loss, global step after the epoch)."""
     from tqdm.auto import tqdm
@@ -539,7 +619,7 @@ def train_epoch(model: TimbreNet, opt: torch.optim.Optimizer, bank: SongBank, cf
     losses = []
     bar = tqdm(batches, desc=f"timbre epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
     for anchors in bar:
-        mels, groups = sample_views(bank, anchors, cfg, rng=rng, gen=gen, features=features)
+        mels, groups = sample_views(bank, anchors, cfg, rng=rng, gen=gen)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total_steps, cfg)
         loss = nt_xent(model.project(mels), groups, cfg.temperature)
@@ -555,7 +635,7 @@ def train_epoch(model: TimbreNet, opt: torch.optim.Optimizer, bank: SongBank, cf
 
 @torch.no_grad()
 def validation_loss(model: TimbreNet, bank: SongBank, cfg: TimbreConfig, *, seed: int,
-                    features: FeatureConfig = DEFAULT_FEATURES, n_batches: int = 4) -> float:
+                    n_batches: int = 4) -> float:
     """Contrastive loss on held-out songs, with fixed (seeded) views; comparable across epochs."""
     if len(bank) < 2:
         return float("nan")
@@ -564,7 +644,7 @@ def validation_loss(model: TimbreNet, bank: SongBank, cfg: TimbreConfig, *, seed
     model.eval()
     losses = []
     for anchors in epoch_batches(len(bank), min(cfg.batch_size, len(bank)), rng)[:n_batches]:
-        mels, groups = sample_views(bank, anchors, cfg, rng=rng, gen=gen, features=features)
+        mels, groups = sample_views(bank, anchors, cfg, rng=rng, gen=gen)
         losses.append(float(nt_xent(model.project(mels), groups, cfg.temperature)))
     return float(np.mean(losses))
 

@@ -191,8 +191,14 @@ def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int 
         raise SingrecError(f"too few readable training songs ({len(train_ids)}) to train the timbre encoder",
                            cat.source)
     singer_codes = {s: i for i, s in enumerate(sorted(cat.songs["singer"].unique()))}
-    train_bank = SongBank([ok[s] for s in train_ids], [singer_codes[songs.at[s, "singer"]] for s in train_ids])
-    val_bank = SongBank([ok[s] for s in val_ids], [singer_codes[songs.at[s, "singer"]] for s in val_ids])
+    t0 = time.perf_counter()
+    train_bank = SongBank([ok[s] for s in train_ids], [singer_codes[songs.at[s, "singer"]] for s in train_ids],
+                          features=features, cfg=cfg, seed=seed, progress=progress)
+    val_bank = SongBank([ok[s] for s in val_ids], [singer_codes[songs.at[s, "singer"]] for s in val_ids],
+                        features=features, cfg=cfg, seed=seed + 1, progress=progress)
+    del ok, waves
+    log.info("timbre: song bank ready in %.0f s (%s variants: %d per song)", time.perf_counter() - t0,
+             "+".join(t for t, _ in cfg.transforms) or "no", cfg.transform_variants if cfg.transforms else 0)
     data = _data_summary(cat, train_ids, val_ids, failures)
     log.info("timbre: %d train / %d val songs, %d singers, %d unreadable", len(train_ids), len(val_ids),
              data["n_singers"], len(failures))
@@ -233,8 +239,8 @@ def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int 
     for epoch in bar:
         t0 = time.perf_counter()
         train_loss, step = train_epoch(model, opt, train_bank, cfg, seed=seed, epoch=epoch, step=step,
-                                       total_steps=total_steps, features=features, progress=progress)
-        val_loss = validation_loss(model, val_bank, cfg, seed=seed, features=features)
+                                       total_steps=total_steps, progress=progress)
+        val_loss = validation_loss(model, val_bank, cfg, seed=seed)
         record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                   "seconds": time.perf_counter() - t0}
         if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < cfg.epochs:
@@ -279,7 +285,7 @@ def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
         return {"val_singer_top1": float("nan"), "val_singer_map": float("nan"), "val_n_queries": 0}
     was_training = model.training
     enc = TimbreEncoder(model.eval(), features=features)
-    emb = embed_waves(enc, list(val_bank.waves) + list(train_bank.waves), features)
+    emb = enc.embed_logmels([m.float() for m in val_bank.logmels + train_bank.logmels])
     labels = np.concatenate([val_bank.singers, train_bank.singers])
     m = retrieval_metrics(emb, labels, queries=np.arange(len(val_bank)))
     model.train(was_training)
@@ -293,7 +299,7 @@ def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
 
 def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
           encoder: Literal["both", "timbre", "melody"] = "both",
-          pitch: Policy = "neg", stretch: Policy = "neg",
+          pitch: Policy | None = None, stretch: Policy | None = None,
           positives: Literal["song", "singer"] | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int = 0, val_fraction: float = 0.2, resume: bool = True, threads: int | None = None,
@@ -307,7 +313,8 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
     out_dir : where ``timbre.pt`` / ``melody.pt`` (and their ``*.state.pt`` resume files) are written
     encoder : which encoder(s) to train
     pitch, stretch : timbre pair policy for pitch-shifted / time-stretched copies of the anchor crop:
-        ``"pos"`` (extra positive), ``"neg"`` (extra hard negative) or ``"none"``
+        ``"pos"`` (extra positive), ``"neg"`` (extra hard negative) or ``"none"``; None keeps the
+        ``timbre_config`` / :class:`~encoders.timbre.TimbreConfig` default (``"neg"`` for both)
     positives : timbre base positive, ``"song"`` (another crop of the same song, self-supervised) or
         ``"singer"`` (a crop of another song by the same singer); default: the TimbreConfig default
     epochs, batch_size, lr : override the encoders' defaults (None keeps them)

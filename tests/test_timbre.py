@@ -108,8 +108,11 @@ def test_sample_views_orders_views_and_transforms_the_anchor():
     """Views are [anchor, positive, pitch-shifted anchor, time-stretched anchor]; without the recording
     chain, the pitch view of anchor i is anchor i's crop moved up or down in frequency."""
     f0s = [150.0, 260.0, 400.0]
-    bank = SongBank([_tone(f, 6.0, formant=900) for f in f0s], singers=[0, 1, 2])
-    cfg = TimbreConfig(pitch="neg", stretch="neg", pitch_semitones=(3.0, 3.0))
+    cfg = TimbreConfig(pitch="neg", stretch="neg", pitch_semitones=(3.0, 3.0), transform_variants=2)
+    bank = SongBank([_tone(f, 6.0, formant=900) for f in f0s], singers=[0, 1, 2], cfg=cfg)
+    assert [len(v) for v in bank.variants["pitch"]] == [2, 2, 2]
+    rates = [r for song in bank.variants["stretch"] for r, _ in song]
+    assert all(0.7 <= r <= 1 / 1.1 or 1.1 <= r <= 1.4 for r in rates)
     rng = np.random.default_rng(0)
     mels, groups = sample_views(bank, np.array([0, 1, 2]), cfg, rng=rng, gen=torch.Generator().manual_seed(0),
                                 chain=False)
@@ -129,7 +132,7 @@ def test_sample_views_orders_views_and_transforms_the_anchor():
 def test_recording_chain_changes_spectra_but_keeps_shape_and_sign():
     cfg = TimbreConfig(chain_clean_p=0.0)
     power = torch.rand(6, 48, 100) + 0.01
-    out = recording_chain(power, cfg, torch.Generator().manual_seed(0), frames_per_second=62.5)
+    out = recording_chain(power, cfg, torch.Generator().manual_seed(0))
     assert out.shape == power.shape and (out >= 0).all() and torch.isfinite(out).all()
     ratio = (out.log10() - power.log10()).mean(dim=2)  # (6, 48) dB/10 change per band
     assert ratio.std(dim=1).min() > 0.05  # an EQ, not only a gain
