@@ -1,0 +1,193 @@
+"""The Streamlit page (app/streamlit_app.py) run headless with streamlit's AppTest, plus its plain helpers.
+
+AppTest drives the real page script on the shared ``tiny_index``: default view, choosing a singer (results
+must equal ``Recommender.similar_singers`` for the same arguments), uploading a clip through the real
+``st.file_uploader`` widget (AppTest supports ``file_uploader.set_value`` in this streamlit), and bad uploads.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from app import explorer, serve
+from data.errors import SingrecError
+from recsys.rank import Audio, Recommender
+
+PAGE = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+TIMEOUT = 180  # the first audio query loads the encoders (torch); the machine is shared
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_index):
+    return Recommender.load(tiny_index)
+
+
+@pytest.fixture
+def page(tiny_index, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(explorer.ENV_VAR, str(tiny_index))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _results(at) -> pd.DataFrame:
+    tables = [d.value for d in at.dataframe if "timbre_score" in d.value.columns]
+    assert len(tables) == 1, f"expected one results table, found {len(tables)}"
+    return tables[0]
+
+
+def _titles(at) -> list[str]:
+    return [s.value for s in at.subheader]
+
+
+def _wav_bytes(seconds: float, sr: int = 16000, freq: float = 220.0) -> bytes:
+    t = np.arange(int(seconds * sr)) / sr
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr, format="WAV")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ the page
+
+
+def test_default_view_shows_map_and_first_singer_query(page, rec):
+    first = rec.singers["singer"].iloc[0]
+    assert page.selectbox(key="singer").value == first
+    assert f"Singers who sound like {first}" in _titles(page)
+    assert page.get("plotly_chart"), "the map is missing"
+    expected = rec.similar_singers(first, k=10, timbre_weight=0.7, filters=None, diversity=0.0)
+    pd.testing.assert_frame_equal(_results(page).reset_index(drop=True), expected.reset_index(drop=True))
+    assert not page.error
+    assert page.download_button(key="download").label.startswith("Download results")
+    # the clusters section: a chosen cluster lists its singers
+    cl = rec.clusters()
+    assert page.selectbox(key="cluster").value in set(cl["cluster"])
+
+
+def test_choosing_a_singer_matches_the_recommender(page, rec):
+    other = rec.singers["singer"].iloc[2]
+    page.selectbox(key="singer").select(other)
+    page.slider(key="timbre_weight").set_value(0.45)
+    page.slider(key="k").set_value(5)
+    col, values = next(iter(explorer.filter_options(rec.singers, rec.metadata_columns).items()))
+    page.multiselect(key=f"filter_{col}").select(values[0])
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert f"Singers who sound like {other}" in _titles(page)
+    expected = rec.similar_singers(other, k=5, timbre_weight=0.45, filters={col: [values[0]]}, diversity=0.0)
+    got = _results(page)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+    assert set(got[col]) <= {values[0]}
+
+
+def test_singers_map_and_colour_options_render(page, rec):
+    page.segmented_control(key="map_kind").set_value("Singers")
+    for colour in page.selectbox(key="colour_by").options:
+        page.selectbox(key="colour_by").select(colour)
+        page.run()
+        assert not page.exception, (colour, [e.value for e in page.exception])
+
+
+def test_upload_returns_results_and_places_the_clip(page, rec):
+    path, singer = rec.songs.loc[0, ["path", "singer"]]
+    data = Path(path).read_bytes()
+    page.segmented_control(key="mode").set_value("Clip").run()
+    assert not page.exception
+    assert page.file_uploader(key="clip").allowed_type  # wav/flac/ogg/mp3 only
+    page.file_uploader(key="clip").set_value((Path(path).name, data, "audio/flac")).run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert not page.error, [e.value for e in page.error]
+    assert f"Singers who sound like {Path(path).name}" in _titles(page)
+    got = _results(page)
+    y = explorer.decode_upload(Path(path).name, data)
+    expected = rec.similar_singers(Audio(y, label=Path(path).name), k=10, timbre_weight=0.7)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True),
+                                  check_exact=False, atol=1e-5)
+    assert set(got["query_song"]) == {Path(path).name}
+
+
+@pytest.mark.parametrize("name, data, reason", [
+    ("bad.wav", b"this is not audio" * 10, "cannot decode audio"),
+    ("short.wav", _wav_bytes(0.2), "too short"),
+    ("empty.wav", b"", "empty"),
+])
+def test_bad_upload_shows_an_error_not_a_traceback(page, name, data, reason):
+    page.segmented_control(key="mode").set_value("Clip").run()
+    page.file_uploader(key="clip").set_value((name, data, "audio/wav")).run()
+    assert not page.exception, [e.value for e in page.exception]
+    errors = [e.value for e in page.error]
+    assert errors and name in errors[0] and reason in errors[0], errors
+    assert "/tmp" not in errors[0] and "singrec-upload" not in errors[0]  # names the upload, not the temp copy
+    assert not [d for d in page.dataframe if "timbre_score" in d.value.columns]
+
+
+def test_missing_index_shows_an_error(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(explorer.ENV_VAR, str(tmp_path / "nope"))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.error and "Cannot open the index" in at.error[0].value
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def test_resolve_index_dir_order(tmp_path):
+    script = "app/streamlit_app.py"
+    env = {explorer.ENV_VAR: str(tmp_path / "env")}
+    assert explorer.resolve_index_dir(["/x/app/streamlit_app.py", str(tmp_path / "arg")], env, script) \
+        == tmp_path / "arg"
+    assert explorer.resolve_index_dir(["/usr/bin/pytest", "tests/"], env, script) == tmp_path / "env"
+    assert explorer.resolve_index_dir(["/usr/bin/pytest"], {}, script) in (None, explorer.DEFAULT_INDEX)
+
+
+def test_decode_upload_size_limit_and_success():
+    with pytest.raises(SingrecError, match="too large"):
+        explorer.decode_upload("big.wav", b"0" * (2 * 2 ** 20), max_mb=1)
+    with pytest.raises(SingrecError, match="unsupported audio type"):  # the widget itself also refuses these
+        explorer.decode_upload("notes.txt", b"hello")
+    y = explorer.decode_upload("ok.wav", _wav_bytes(1.0))
+    assert y.dtype == np.float32 and y.shape == (16000,)
+
+
+def test_map_figure_and_selection(rec):
+    res = rec.similar_singers(rec.singers["singer"].iloc[0], k=2)
+    h = explorer.Highlight(query_singer=rec.singers["singer"].iloc[0], results=res, clip_xy=(0.0, 0.0))
+    for kind in ("song", "singer"):
+        fig = explorer.map_figure(rec.map, kind=kind, colour_by="singer", metadata_columns=rec.metadata_columns,
+                                  highlight=h)
+        types = {t.type for t in fig.data}
+        assert "scattergl" in types
+        names = [t.name for t in fig.data]
+        assert "results" in names and any(n.startswith("query:") for n in names) and "your clip" in names
+        base = fig.data[0]
+        labels = [int(float(c[0])) for c in base.customdata]
+        assert set(rec.map.loc[labels, "kind"]) == {kind}
+        picked = explorer.selected_rows(rec.map, [{"customdata": list(base.customdata[0])},
+                                                  {"customdata": list(base.customdata[0])}, {"x": 1}])
+        assert list(picked.index) == [labels[0]]
+
+
+def test_filters_round_trip():
+    f = explorer.filters_dict({"gender": ["m", "f"], "genre": []})
+    assert f == {"gender": ["m", "f"]}
+    frozen = explorer.freeze_filters(f)
+    assert hash(frozen) == hash(explorer.freeze_filters({"gender": ["f", "m"]}))
+    assert explorer.thaw_filters(frozen) == {"gender": ["f", "m"]}
+    assert explorer.thaw_filters(explorer.freeze_filters(None)) is None
+
+
+def test_serve_command_and_bad_index(tmp_path, tiny_index):
+    cmd = serve.command(tiny_index, port=8765)
+    assert cmd[-2:] == ["--", str(tiny_index)] and "8765" in cmd and str(serve.PAGE) in cmd
+    with pytest.raises(SingrecError, match="not an index directory"):
+        serve.serve(tmp_path)
