@@ -34,9 +34,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     singers = sample_singers(40, rng)
     melodies = make_melodies(2, rng)
-    # one singer per voice type family, as different as possible
-    picks = [singers[singers.voice_type == vt].iloc[0] for vt in ("soprano", "tenor", "bass", "mezzo")
-             if (singers.voice_type == vt).any()][:4]
+    # one singer per genre (classical: wide early vibrato; jazz/soul: scoops; pop: breathy, late vibrato)
+    picks = [singers[singers.genre == g].iloc[0] for g in ("classical", "pop", "jazz", "soul")
+             if (singers.genre == g).any()]
     fig, axes = plt.subplots(len(picks), 1, figsize=(12, 3.0 * len(picks)), sharex=True)
     for i, (ax, s) in enumerate(zip(np.atleast_1d(axes), picks)):
         mel = melodies[i % 2]
@@ -48,7 +48,7 @@ def main() -> None:
         db = 20 * np.log10(np.abs(z) + 1e-9)
         ax.pcolormesh(t, f / 1000, db, vmin=db.max() - 80, vmax=db.max(), cmap="magma", shading="auto")
         cond = "dry" if chain is None else f"RT60 {chain['rt60']:.2f} s, SNR {chain['snr_db']:.0f} dB"
-        ax.set_title(f"{s.singer} ({s.voice_type}, {s.genre}) - {mel.melody_id} in key {key}, "
+        ax.set_title(f"{s.singer} ({s.gender}, {s.voice_type}, {s.genre}) - {mel.melody_id} in key {key}, "
                      f"{mel.tempo:.0f} BPM - {cond}", fontsize=9)
         ax.set_ylabel("kHz")
     np.atleast_1d(axes)[-1].set_xlabel("seconds")

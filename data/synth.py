@@ -9,6 +9,8 @@ changes from song to song:
 * ``tessitura`` -- centre of the comfortable range (MIDI); with gender and voice type it sets the keys sung;
 * ``formant_scale`` -- vocal-tract length as a factor on all formant frequencies (short tract = high formants);
 * ``f1_shift``, ``f2_shift`` -- individual vowel placement (relative shift of F1 / F2, darker or brighter vowels);
+* ``f3_shift``, ``f4_shift`` -- individual placement of F3 and of F4 and above (set by the shape of the larynx
+  tube and pharynx, hardly changed by the vowel: a vowel-independent "fingerprint" of the voice);
 * ``open_quotient`` -- fraction of the glottal cycle the folds are open (pressed vs. flow phonation);
 * ``tilt`` -- extra source spectral slope, dB/octave (dark vs. bright source);
 * ``breath`` -- level of aspiration noise (modulated by the glottal cycle) relative to the voiced source, dB;
@@ -91,7 +93,7 @@ VOICE_TYPES = {  # gender, tessitura centre (MIDI), formant scale, singer's form
     "bass": ("m", 49.5, 0.94, 2600.0),
 }
 
-SINGER_PARAMS = ("tessitura", "formant_scale", "f1_shift", "f2_shift", "open_quotient", "tilt", "breath",
+SINGER_PARAMS = ("tessitura", "formant_scale", "f1_shift", "f2_shift", "f3_shift", "f4_shift", "open_quotient", "tilt", "breath",
                  "jitter", "shimmer", "vib_rate", "vib_depth", "vib_delay", "sf_gain", "sf_freq", "nasality",
                  "scoop", "glide")
 
@@ -113,22 +115,23 @@ class GenrePrior:
     voice_types: tuple[float, ...]         # weights over VOICE_TYPES (soprano .. bass)
 
 
-GENRES = {
-    "classical": GenrePrior(0.2, (0.50, 0.06), (0.5, 1.2), (-34, 4), (62, 14), (0.12, 0.06), (11, 2.5),
-                            (0.15, 0.10), (30, 20), (0.05, 0.02), (3, 2, 1, 2, 2, 1)),
-    "pop": GenrePrior(0.3, (0.66, 0.07), (-1.0, 1.5), (-20, 4), (22, 10), (0.40, 0.15), (3, 2.0),
-                      (0.30, 0.15), (60, 35), (0.08, 0.03), (2, 2, 1, 2, 1, 0.4)),
-    "jazz": GenrePrior(0.15, (0.60, 0.07), (-1.5, 1.5), (-24, 4), (35, 12), (0.30, 0.12), (5, 2.5),
-                       (0.25, 0.15), (140, 50), (0.11, 0.04), (1, 2, 2, 1, 2, 1)),
-    "folk": GenrePrior(0.15, (0.58, 0.07), (0.0, 1.5), (-26, 5), (12, 8), (0.45, 0.15), (4, 2.5),
-                       (0.45, 0.20), (40, 25), (0.06, 0.03), (2, 2, 2, 2, 2, 1)),
-    "soul": GenrePrior(0.2, (0.55, 0.07), (-0.5, 1.5), (-27, 4), (40, 12), (0.22, 0.10), (6, 2.5),
-                       (0.30, 0.15), (110, 45), (0.10, 0.04), (1, 2, 2, 2, 1, 0.5)),
+GENRES = {  # weight, open quotient, tilt, breath, vib depth, vib delay, singer's formant, nasality, scoop, glide
+    "classical": GenrePrior(0.2, (0.50, 0.08), (-1.5, 1.8), (-34, 6), (62, 14), (0.12, 0.06), (11, 3.5),
+                            (0.15, 0.15), (30, 20), (0.05, 0.02), (3, 2, 1, 2, 2, 1)),
+    "pop": GenrePrior(0.3, (0.66, 0.09), (-3.0, 2.0), (-20, 6), (22, 10), (0.40, 0.15), (3, 3.0),
+                      (0.30, 0.2), (60, 35), (0.08, 0.03), (2, 2, 1, 2, 1, 0.4)),
+    "jazz": GenrePrior(0.15, (0.60, 0.09), (-3.5, 2.0), (-24, 6), (35, 12), (0.30, 0.12), (5, 3.5),
+                       (0.25, 0.2), (140, 50), (0.11, 0.04), (1, 2, 2, 1, 2, 1)),
+    "folk": GenrePrior(0.15, (0.58, 0.09), (-2.0, 2.0), (-26, 6), (12, 8), (0.45, 0.15), (4, 3.5),
+                       (0.35, 0.2), (40, 25), (0.06, 0.03), (2, 2, 2, 2, 2, 1)),
+    "soul": GenrePrior(0.2, (0.55, 0.09), (-2.5, 2.0), (-27, 6), (40, 12), (0.22, 0.10), (6, 3.5),
+                       (0.30, 0.2), (110, 45), (0.10, 0.04), (1, 2, 2, 2, 1, 0.5)),
 }
 
 PARAM_BOUNDS = {  # hard limits after sampling
-    "formant_scale": (0.85, 1.3), "f1_shift": (-0.12, 0.12), "f2_shift": (-0.12, 0.12),
-    "open_quotient": (0.35, 0.85), "tilt": (-5.0, 3.0), "breath": (-45.0, -10.0), "jitter": (0.1, 2.0),
+    "formant_scale": (0.8, 1.4), "f1_shift": (-0.2, 0.2), "f2_shift": (-0.2, 0.2),
+    "f3_shift": (-0.16, 0.16), "f4_shift": (-0.16, 0.16),
+    "open_quotient": (0.35, 0.85), "tilt": (-8.0, 2.0), "breath": (-48.0, -8.0), "jitter": (0.1, 2.0),
     "shimmer": (0.5, 10.0), "vib_rate": (4.5, 7.0), "vib_depth": (0.0, 110.0), "vib_delay": (0.02, 0.8),
     "sf_gain": (0.0, 18.0), "sf_freq": (2400.0, 3500.0), "nasality": (0.0, 1.0), "scoop": (0.0, 300.0),
     "glide": (0.02, 0.2),
@@ -163,13 +166,13 @@ TITLE_WORDS = (("silver", "golden", "quiet", "distant", "northern", "hollow", "v
 # ------------------------------------------------------------------------------------------- phonemes
 # Vowel formants (Hz) and bandwidths for an adult male vocal tract (formant_scale = 1).
 VOWELS = {
-    "a": ((730, 1090, 2440, 3400, 4300), (80, 90, 120, 180, 250)),
-    "e": ((480, 1900, 2550, 3450, 4350), (60, 100, 130, 180, 250)),
-    "i": ((290, 2250, 3000, 3600, 4400), (50, 100, 140, 200, 250)),
-    "o": ((500, 850, 2500, 3350, 4250), (70, 80, 130, 180, 250)),
-    "u": ((320, 800, 2300, 3300, 4200), (55, 80, 130, 180, 250)),
-    "ae": ((660, 1700, 2400, 3450, 4300), (80, 100, 130, 180, 250)),
-    "er": ((490, 1350, 1700, 3300, 4200), (70, 90, 110, 180, 250)),
+    "a": ((730, 1090, 2440, 3400, 4300), (80, 90, 150, 230, 300)),
+    "e": ((480, 1900, 2550, 3450, 4350), (60, 100, 160, 230, 300)),
+    "i": ((290, 2250, 3000, 3600, 4400), (60, 100, 170, 250, 300)),
+    "o": ((500, 850, 2500, 3350, 4250), (70, 80, 160, 230, 300)),
+    "u": ((320, 800, 2300, 3300, 4200), (60, 80, 160, 230, 300)),
+    "ae": ((660, 1700, 2400, 3450, 4300), (80, 100, 160, 230, 300)),
+    "er": ((490, 1350, 1700, 3300, 4200), (70, 90, 140, 230, 300)),
 }
 VOICED_TARGETS = {  # consonant-shaped vocal tract: formants, bandwidths, level (dB), high-frequency cut (Hz)
     "m": ((260, 1000, 2200, 3300, 4200), (90, 200, 300, 300, 300), -6.0, 800.0),
@@ -189,12 +192,12 @@ CONSONANTS = {
     "sh": ((0.10, 0.0, 0.9, "sh", None),),
     "f": ((0.085, 0.0, 0.6, "f", None),),
     "h": ((0.07, 0.0, 0.45, "h", None),),
-    "t": ((0.045, 0.0, 0.0, "t", None), (0.015, 0.0, 1.0, "t", None), (0.025, 0.0, 0.35, "h", None)),
-    "k": ((0.05, 0.0, 0.0, "k", None), (0.02, 0.0, 0.9, "k", None), (0.03, 0.0, 0.35, "h", None)),
-    "p": ((0.055, 0.0, 0.0, "p", None), (0.012, 0.0, 0.8, "p", None), (0.025, 0.0, 0.3, "h", None)),
-    "d": ((0.04, 0.12, 0.0, "t", "m"), (0.012, 0.3, 0.45, "t", None)),
-    "b": ((0.045, 0.12, 0.0, "p", "m"), (0.01, 0.3, 0.35, "p", None)),
-    "g": ((0.045, 0.12, 0.0, "k", "m"), (0.015, 0.3, 0.4, "k", None)),
+    "t": ((0.045, 0.0, 0.0, "t", None), (0.015, 0.0, 0.5, "t", None), (0.025, 0.0, 0.35, "h", None)),
+    "k": ((0.05, 0.0, 0.0, "k", None), (0.02, 0.0, 0.5, "k", None), (0.03, 0.0, 0.35, "h", None)),
+    "p": ((0.055, 0.0, 0.0, "p", None), (0.012, 0.0, 0.4, "p", None), (0.025, 0.0, 0.3, "h", None)),
+    "d": ((0.04, 0.12, 0.0, "t", "m"), (0.012, 0.3, 0.3, "t", None)),
+    "b": ((0.045, 0.12, 0.0, "p", "m"), (0.01, 0.3, 0.25, "p", None)),
+    "g": ((0.045, 0.12, 0.0, "k", "m"), (0.015, 0.3, 0.3, "k", None)),
     "m": ((0.08, 0.55, 0.0, "s", "m"),),
     "n": ((0.07, 0.55, 0.0, "s", "n"),),
     "l": ((0.06, 0.8, 0.0, "s", "l"),),
@@ -213,10 +216,10 @@ CTL_HOP = 32       # control-rate hop (samples): f0 and gains at 500 Hz
 WIN = 512          # vocal-tract filter frame (Hann, periodic)
 HOP = 256          # vocal-tract filter hop (Hann windows at 50 % overlap sum to one)
 NFFT = 1024        # zero-padded FFT size: frame + filter impulse response fit, so no circular wrap
-TABLE_LEN = 2048   # glottal wavetable length (one period)
+TABLE_LEN = 4096   # glottal wavetable length (one period; read without interpolation)
 TABLE_F0 = 50.0    # lowest mipmap edge (Hz); tables every quarter octave above it
 TABLE_BANDS = 24   # 50 Hz .. 3.2 kHz
-NOISE_LEVEL = 4.0  # dB, frication relative to the voiced path (calibrated on spectrograms)
+NOISE_LEVEL = -3.0  # dB, frication relative to the voiced path (calibrated on spectrograms)
 
 
 # ============================================================================================ melodies
@@ -245,8 +248,8 @@ class Melody:
         return float(sum(self.beats))
 
 
-_RHYTHMS = ((1.0,), (1.0,), (0.5, 0.5), (1.5, 0.5), (2.0,), (0.75, 0.25), (0.5, 0.5, 1.0), (1.0, 1.0),
-            (3.0,), (0.5, 1.0, 0.5))
+_RHYTHMS = ((1.0,), (0.5, 0.5), (0.5, 0.5), (1.5, 0.5), (2.0,), (0.75, 0.25), (0.5, 0.5, 1.0), (1.0, 0.5, 0.5),
+            (0.5, 1.0, 0.5), (0.25, 0.25, 0.5))  # rhythm cells, in beats
 
 
 def make_melodies(n: int, rng: np.random.Generator) -> list[Melody]:
@@ -354,9 +357,11 @@ def sample_singers(n: int, rng: np.random.Generator) -> pd.DataFrame:
 
         p = {
             "tessitura": tess + rng.normal(0, 1.5),
-            "formant_scale": _clip("formant_scale", fscale * rng.normal(1, 0.035)),
-            "f1_shift": _clip("f1_shift", rng.normal(0, 0.05)),
-            "f2_shift": _clip("f2_shift", rng.normal(0, 0.05)),
+            "formant_scale": _clip("formant_scale", fscale * rng.normal(1, 0.065)),
+            "f1_shift": _clip("f1_shift", rng.normal(0, 0.08)),
+            "f2_shift": _clip("f2_shift", rng.normal(0, 0.08)),
+            "f3_shift": _clip("f3_shift", rng.normal(0, 0.07)),
+            "f4_shift": _clip("f4_shift", rng.normal(0, 0.07)),
             "open_quotient": _clip("open_quotient", g(pr.open_quotient)),
             "tilt": _clip("tilt", g(pr.tilt)),
             "breath": _clip("breath", g(pr.breath)),
@@ -399,18 +404,18 @@ def sample_chain(rng: np.random.Generator) -> dict[str, float]:
     """
     f1, f2 = np.exp(rng.uniform(np.log(150), np.log(6000), size=2))
     return {
-        "hp_hz": float(rng.uniform(40, 180)),
-        "lp_hz": float(rng.uniform(4500, 7500)) if rng.random() < 0.3 else 0.0,
-        "low_db": float(rng.uniform(-6, 6)),
-        "high_db": float(rng.uniform(-7, 5)),
-        "eq1_hz": float(f1), "eq1_db": float(rng.uniform(-7, 7)), "eq1_q": float(rng.uniform(0.6, 3.0)),
-        "eq2_hz": float(f2), "eq2_db": float(rng.uniform(-7, 7)), "eq2_q": float(rng.uniform(0.6, 3.0)),
-        "rt60": float(np.exp(rng.uniform(np.log(0.15), np.log(2.0)))),
-        "wet": float(rng.uniform(0.05, 0.6)),
+        "hp_hz": float(rng.uniform(40, 160)),
+        "lp_hz": float(rng.uniform(5000, 7500)) if rng.random() < 0.2 else 0.0,
+        "low_db": float(rng.uniform(-4, 4)),
+        "high_db": float(rng.uniform(-5, 3)),
+        "eq1_hz": float(f1), "eq1_db": float(rng.uniform(-5, 5)), "eq1_q": float(rng.uniform(0.7, 2.5)),
+        "eq2_hz": float(f2), "eq2_db": float(rng.uniform(-5, 5)), "eq2_q": float(rng.uniform(0.7, 2.5)),
+        "rt60": float(np.exp(rng.uniform(np.log(0.15), np.log(1.8)))),
+        "wet": float(rng.uniform(0.05, 0.45)),
         "predelay": float(rng.uniform(0.0, 0.04)),
-        "snr_db": float(rng.uniform(18, 45)),
+        "snr_db": float(rng.uniform(30, 55)),
         "noise_slope": float(rng.uniform(-6, 1)),
-        "hum_db": float(rng.uniform(-45, -30)) if rng.random() < 0.2 else -120.0,
+        "hum_db": float(rng.uniform(-50, -35)) if rng.random() < 0.2 else -120.0,
         "hum_hz": float(rng.choice([50.0, 60.0])),
         "drive": float(rng.uniform(0.5, 3.0)) if rng.random() < 0.3 else 0.0,
         "peak_db": float(rng.uniform(-12, -1)),
@@ -444,22 +449,28 @@ def _room_ir(c: dict[str, float], sr: int, rng: np.random.Generator) -> np.ndarr
 
 
 def _apply_chain(y: np.ndarray, c: dict[str, float], sr: int, rng: np.random.Generator) -> np.ndarray:
-    """Room, background noise, saturation and output level (the EQ is applied with the vocal tract)."""
+    """Room, background noise, hum, saturation and output level (the EQ is applied with the vocal tract).
+
+    The room and the noise share one FFT: direct sound + room = ``Y * (1 + wet * IR)``, and the coloured
+    noise is drawn directly as a spectrum and added before the single inverse transform.
+    """
     n = y.size
-    wet = scipy.signal.oaconvolve(y, _room_ir(c, sr, rng))[:n]
-    y = y + c["wet"] * wet
-    p_voice = float(np.mean(y ** 2)) + 1e-20
-    spec = scipy.fft.rfft(rng.standard_normal(n, dtype=np.float32))
+    ir = _room_ir(c, sr, rng)
+    nfft = scipy.fft.next_fast_len(n + ir.size, real=True)
+    spec = scipy.fft.rfft(y, nfft)
+    spec *= 1 + c["wet"] * scipy.fft.rfft(ir, nfft)
+    p_voice = 2 * float(np.vdot(spec, spec).real) / nfft / n + 1e-20  # Parseval: mean power of the voice
     grid = np.linspace(0, sr / 2, 513)
     shape_db = c["noise_slope"] * np.log2(np.maximum(grid, 20.0) / 1000.0) + _chain_eq_db(grid, c)
     gain = 10 ** (np.interp(np.linspace(0, sr / 2, spec.size), grid, shape_db) / 20)
-    noise = scipy.fft.irfft(spec * gain.astype(np.float32), n)
-    noise *= math.sqrt(p_voice / (float(np.mean(noise ** 2)) + 1e-20)) * 10 ** (-c["snr_db"] / 20)
-    y = y + noise
+    gain *= math.sqrt(p_voice * 10 ** (-c["snr_db"] / 10) / np.mean(gain ** 2) * nfft / 2)
+    white = rng.standard_normal((2, spec.size), dtype=np.float32)  # white noise, drawn as its spectrum
+    spec += (white[0] + 1j * white[1]) * gain.astype(np.float32)
+    y = scipy.fft.irfft(spec, nfft)[:n]
     if c["hum_db"] > -100:
-        t = np.arange(n) / sr
+        t = np.arange(sr) / sr  # one second holds a whole number of 50 / 60 Hz periods: tile it
         hum = sum(np.sin(2 * np.pi * k * c["hum_hz"] * t + k) / k for k in (1, 2, 3, 5))
-        y = y + (math.sqrt(2 * p_voice) * 10 ** (c["hum_db"] / 20)) * hum.astype(np.float32)
+        y += (math.sqrt(2 * p_voice) * 10 ** (c["hum_db"] / 20)) * np.tile(hum.astype(np.float32), n // sr + 1)[:n]
     if c["drive"] > 0:
         y = np.tanh(c["drive"] * y / (np.max(np.abs(y)) + 1e-12))
     y = y * (10 ** (c["peak_db"] / 20) / (np.max(np.abs(y)) + 1e-12))
@@ -467,14 +478,14 @@ def _apply_chain(y: np.ndarray, c: dict[str, float], sr: int, rng: np.random.Gen
 
 
 # ============================================================================================== voices
-def _glottal_tables(open_quotient: float, tilt: float, sr: int) -> np.ndarray:
+def _glottal_tables(open_quotient: float, tilt: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """Band-limited glottal flow-derivative wavetables, one per quarter-octave f0 band.
 
     Returns
     -------
-    (TABLE_BANDS + 1, TABLE_LEN + 1) float32; row ``b`` holds the harmonics that stay below 0.475 sr for
-    every f0 up to the top of band ``b`` (the last column repeats the first, for interpolation). Row 0 has
-    unit RMS.
+    tables : (TABLE_BANDS + 1, TABLE_LEN) float32; row ``b`` holds the harmonics that stay below 0.475 sr
+        for every f0 up to the top of band ``b``. Row 0 has unit RMS.
+    amplitudes : (TABLE_LEN // 2 + 1,) amplitude of each harmonic in the tables (index = harmonic number)
     """
     m = 8192
     th = np.arange(m) / m
@@ -490,44 +501,51 @@ def _glottal_tables(open_quotient: float, tilt: float, sr: int) -> np.ndarray:
         kmax = max(1, int(0.475 * sr / (TABLE_F0 * 2 ** ((b + 1) / 4))))
         rows[b, 1:kmax + 1] = spec[1:kmax + 1]
     tables = np.fft.irfft(rows, TABLE_LEN, axis=1)
-    tables = np.concatenate([tables, tables[:, :1]], axis=1)
-    return (tables / np.sqrt(np.mean(tables[0, :TABLE_LEN] ** 2))).astype(np.float32)
+    norm = 1 / np.sqrt(np.mean(tables[0] ** 2))
+    tables *= norm
+    amplitudes = 2 * np.abs(spec[:TABLE_LEN // 2 + 1]) / TABLE_LEN * norm
+    amplitudes[0] = 0.0
+    return tables.astype(np.float32), amplitudes
 
 
-def _glottal_source(f0: np.ndarray, p: dict[str, float], sr: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Render the glottal source for a per-sample f0 track (Hz, float32 (N,)).
+def _open_phase_table(open_quotient: float) -> np.ndarray:
+    """0..1 envelope of the open phase over one glottal cycle, (TABLE_LEN,) float32."""
+    th = np.arange(TABLE_LEN) / TABLE_LEN
+    return np.where(th < open_quotient, np.sin(np.pi * th / open_quotient) ** 2, 0.0).astype(np.float32)
+
+
+def _glottal_source(f0: np.ndarray, p: dict[str, float], tables: np.ndarray,
+                    rng: np.random.Generator, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Render the glottal source for a per-sample f0 track (Hz, float32 (N,)) from :func:`_glottal_tables`.
 
     Returns
     -------
     pulses : float32 (N,), flow-derivative pulse train with per-cycle jitter and shimmer
     open_phase : float32 (N,), 0..1 envelope of the open phase of each cycle (gates aspiration)
     """
-    cycles0 = np.cumsum(f0 / sr, dtype=np.float64)
-    jit = np.clip(rng.standard_normal(int(cycles0[-1]) + 2), -3, 3).astype(np.float32)
-    f0j = f0 * (1 + 0.01 * p["jitter"] * jit[cycles0.astype(np.int64)])
-    cycles = np.cumsum(f0j / sr, dtype=np.float64)
-    ci = cycles.astype(np.int64)
+    cycles0 = np.cumsum(f0 * (1 / sr), dtype=np.float64)
+    jit = np.clip(rng.standard_normal(int(cycles0[-1]) + 2, dtype=np.float32), -3, 3)
+    f0j = f0 * (1 + 0.01 * p["jitter"] * jit)[cycles0.astype(np.int32)]  # one period factor per cycle
+    cycles = np.cumsum(f0j * (1 / sr), dtype=np.float64)
+    ci = cycles.astype(np.int32)
     frac = (cycles - ci).astype(np.float32)
-    shim = np.clip(rng.standard_normal(int(ci[-1]) + 2), -3, 3).astype(np.float32)
-    amp = 1 + 0.01 * p["shimmer"] * shim[ci]
+    shim = np.clip(rng.standard_normal(int(ci[-1]) + 2, dtype=np.float32), -3, 3)
+    amp = (1 + 0.01 * p["shimmer"] * shim)[ci]  # one amplitude factor per cycle
 
-    tables = _glottal_tables(p["open_quotient"], p["tilt"], sr).ravel()
-    row = TABLE_LEN + 1
-    band = np.clip(4 * np.log2(f0j / TABLE_F0), 0, TABLE_BANDS - 1e-3)
-    bi = band.astype(np.int64)
-    bw = (band - bi).astype(np.float32)
-    pos = frac * TABLE_LEN
-    i0 = pos.astype(np.int64)
-    w = pos - i0
-    base = bi * row + i0
-    lo = tables[base] * (1 - w) + tables[base + 1] * w
-    base += row
-    hi = tables[base] * (1 - w) + tables[base + 1] * w
-    pulses = (lo + (hi - lo) * bw) * amp
-    oq = p["open_quotient"]
-    open_phase = np.where(frac < oq, np.sin(np.pi / oq * frac) ** 2, 0.0).astype(np.float32)
-    return pulses.astype(np.float32), open_phase
+    tables = tables.ravel()
+    band = np.clip(4 * np.log2(f0j * (1 / TABLE_F0)), 0, TABLE_BANDS - 1e-3)
+    bi = band.astype(np.int32)
+    bw = band - bi
+    # nearest table sample: with 4096 samples per cycle the phase error is below 1/8000 of a cycle
+    i0 = np.minimum((frac * TABLE_LEN).astype(np.int32), TABLE_LEN - 1)  # float32 frac may round to 1.0
+    base = bi * TABLE_LEN + i0
+    lo = tables[base]
+    hi = tables[base + TABLE_LEN]  # crossfade with the next (narrower) band
+    hi -= lo
+    hi *= bw
+    lo += hi
+    lo *= amp
+    return lo, _open_phase_table(p["open_quotient"])[i0]
 
 
 def _resonance_db(freqs: np.ndarray, f: np.ndarray, b: np.ndarray, sr: int) -> np.ndarray:
@@ -617,7 +635,7 @@ def _layout(melody: Melody, key: int, tempo: float, seconds: float, p: dict[str,
     tindex: dict[tuple, int] = {}
 
     def target(kind: str, name: str, m: float) -> int:
-        k = (kind, name, round(m) if kind == "vowel" else 0)
+        k = (kind, name, round(m))
         if k not in tindex:
             tindex[k] = len(targets)
             targets.append(k)
@@ -698,56 +716,95 @@ def _controls(score: _Score, p: dict[str, float], n_ctl: int, ctl_sr: float,
     return f0, voicing, noise, level_db
 
 
-def _target_db(tgt: tuple, p: dict[str, float], freqs: np.ndarray, sr: int) -> np.ndarray:
-    """Vocal-tract log magnitude (dB) of one phoneme target for this singer."""
-    kind, name, m = tgt
+def _tract_db(targets: list[tuple], p: dict[str, float], freqs: np.ndarray, sr: int,
+              harmonics: np.ndarray) -> np.ndarray:
+    """Vocal-tract log magnitude (dB) of phoneme targets ``(kind, name, midi)`` for this singer.
+
+    Each target is normalised so that the glottal source (harmonic ``amplitudes`` from
+    :func:`_glottal_tables`) sung at the target's pitch comes out at unit power: a singer keeps the loudness
+    of vowels even when a harmonic meets a formant (F1 tuning on high notes would otherwise add 20 dB).
+    Murmurs (m, n, l, r) then sit their own level below.
+
+    Returns
+    -------
+    (n_targets, len(freqs)) float64
+    """
     scale = p["formant_scale"]
-    if kind == "vowel":
-        f, b = (np.array(x, float) for x in VOWELS[name])
-        level, hf_cut = 0.0, 0.0
-    else:
-        fs, bs, level, hf_cut = VOICED_TARGETS[name]
-        f, b = np.array(fs, float), np.array(bs, float)
-    f = f * scale
-    f[0] *= 1 + p["f1_shift"]
-    f[1] *= 1 + p["f2_shift"]
-    if kind == "vowel":
-        f[0] = max(f[0], 1.08 * 440.0 * 2 ** ((m - 69) / 12))  # F1 tuned above f0 on high notes
-    b = b.copy()
-    b[0] *= 1 + 0.6 * p["nasality"]
-    f = np.concatenate([f, [1.2 * f[4], 1.4 * f[4]]])  # two higher poles keep energy above F5
-    b = np.concatenate([b, [350.0, 450.0]])
-    ok = f < 0.49 * sr
-    db = _resonance_db(freqs, f[ok, None], b[ok, None], sr).sum(axis=0)
-    nz = 270.0 + 450.0 * p["nasality"]
-    db += (_resonance_db(freqs, np.array([270.0]), np.array([100.0]), sr)
-           - _resonance_db(freqs, np.array([nz]), np.array([110.0]), sr))
+    fs, bs, level, cut = [], [], [], []
+    for kind, name, m in targets:
+        if kind == "vowel":
+            f, b = (np.array(x, float) for x in VOWELS[name])
+            level.append(0.0)
+            cut.append(np.inf)
+        else:
+            fv, bv, lv, hf = VOICED_TARGETS[name]
+            f, b = np.array(fv, float), np.array(bv, float)
+            level.append(lv)
+            cut.append(hf or np.inf)
+        f = f * scale
+        f[0] *= 1 + p["f1_shift"]
+        f[1] *= 1 + p["f2_shift"]
+        f[2] *= 1 + p["f3_shift"]
+        f[3:] *= 1 + p["f4_shift"]
+        for k, gap in ((2, 400.0), (3, 600.0), (4, 600.0)):  # shifts never merge formants into one huge peak
+            f[k] = max(f[k], f[k - 1] + gap * scale)
+        if kind == "vowel":
+            f[0] = max(f[0], 1.08 * 440.0 * 2 ** ((m - 69) / 12))  # F1 tuned above f0 on high notes
+        b[0] *= 1 + 0.6 * p["nasality"]
+        fs.append(np.append(f, [1.2 * f[4], 1.4 * f[4]]))  # two higher poles keep energy above F5
+        bs.append(np.append(b, [350.0, 450.0]))
+    f, b = np.array(fs), np.array(bs)
+    b = np.where(f < 0.49 * sr, b, 1e6)  # poles above Nyquist: flattened away
+    f = np.minimum(f, 0.49 * sr)
+    db = _resonance_db(freqs, f[..., None], b[..., None], sr).sum(axis=1)
+    # nasal pole/zero pair: the zero moves up from the pole with nasal coupling; the pair is scaled so that
+    # it boosts the murmur region and damps the F1 region without changing the overall level much
+    nz = 270.0 + 250.0 * p["nasality"]
+    db += (_resonance_db(freqs, np.array([270.0]), np.array([140.0]), sr)
+           - _resonance_db(freqs, np.array([nz]), np.array([150.0]), sr) + 20 * np.log10(nz / 270.0))
     db += p["sf_gain"] * np.exp(-0.5 * ((freqs - p["sf_freq"]) / 380.0) ** 2)
-    if hf_cut:
-        db -= 12 * np.log2(np.maximum(freqs / hf_cut, 1.0))
-    return db + level
+    db -= 12 * np.log2(np.maximum(freqs / np.array(cut)[:, None], 1.0))  # murmurs: little energy up high
+    for t, (_, _, m) in enumerate(targets):
+        f0 = 440.0 * 2 ** ((m - 69) / 12)
+        k = np.arange(1, min(harmonics.size - 1, int(0.475 * sr / f0)) + 1)
+        power = np.sum(0.5 * harmonics[k] ** 2 * 10 ** (np.interp(k * f0, freqs, db[t]) / 10))
+        db[t] -= 10 * np.log10(power + 1e-30)
+    return db + np.array(level)[:, None]
 
 
 def _frames(x: np.ndarray, n_frames: int) -> np.ndarray:
-    """Hann-windowed frames (hop HOP, centred on k*HOP), each in the middle of an NFFT buffer -> rfft."""
+    """rfft (size NFFT, zero-padded) of Hann-windowed frames centred on k*HOP; complex (n_frames, NFFT//2+1)."""
     pad = np.zeros(n_frames * HOP + WIN, np.float32)
     pad[WIN // 2:WIN // 2 + x.size] = x
-    fr = np.lib.stride_tricks.sliding_window_view(pad, WIN)[::HOP][:n_frames] * _hann()
-    buf = np.zeros((n_frames, NFFT), np.float32)
-    buf[:, (NFFT - WIN) // 2:(NFFT + WIN) // 2] = fr
-    return scipy.fft.rfft(buf, axis=1)
+    buf = np.zeros((n_frames, NFFT), np.float32)  # zero-padded in place: much faster than rfft(n=NFFT)
+    np.multiply(np.lib.stride_tricks.sliding_window_view(pad, WIN)[::HOP][:n_frames], _hann(), out=buf[:, :WIN])
+    return scipy.fft.rfft(buf, axis=1, overwrite_x=True)
 
 
 def _overlap_add(spec: np.ndarray, n: int) -> np.ndarray:
-    """Inverse of :func:`_frames` after filtering: irfft and overlap-add, shape (n,)."""
+    """Inverse of :func:`_frames` after zero-phase filtering: irfft and overlap-add, shape (n,).
+
+    The filtered frame occupies buffer samples [-PRE, WIN + PRE) with PRE = (NFFT - WIN) / 2; its
+    non-causal part (zero-phase filters ring both ways) wraps to the end of the buffer and is put back here.
+    """
     fr = scipy.fft.irfft(spec, NFFT, axis=1).astype(np.float32)
-    nf = fr.shape[0]
-    blocks = fr.reshape(nf, NFFT // HOP, HOP)
-    out = np.zeros((nf + NFFT // HOP, HOP), np.float32)
-    for j in range(NFFT // HOP):
-        out[j:j + nf] += blocks[:, j]
-    start = (NFFT - WIN) // 2 + WIN // 2
+    nf, nb = fr.shape[0], NFFT // HOP
+    blocks = fr.reshape(nf, nb, HOP)
+    pre = (NFFT - WIN) // 2 // HOP  # blocks of pre-ringing at the end of the buffer
+    out = np.zeros((nf + nb, HOP), np.float32)
+    for j in range(nb):
+        dest = j + pre if j < nb - pre else j - (nb - pre)  # shift so that buffer time -PRE is block 0
+        out[dest:dest + nf] += blocks[:, j]
+    start = pre * HOP + WIN // 2
     return out.ravel()[start:start + n] * (HOP / (WIN / 2))
+
+
+def _upsample(x: np.ndarray, n: int) -> np.ndarray:
+    """Linear interpolation of a control-rate track (hop CTL_HOP) to ``n`` samples, float32."""
+    x = x.astype(np.float32)
+    ramp = np.arange(CTL_HOP, dtype=np.float32) / CTL_HOP
+    k = -(-n // CTL_HOP)
+    return (x[:k, None] + (x[1:k + 1] - x[:k])[:, None] * ramp).ravel()[:n]
 
 
 _HANN: list[np.ndarray] = []
@@ -787,21 +844,18 @@ def synthesize_song(singer_params: dict | pd.Series, melody: Melody, *, key: int
     ctl_sr = sr / CTL_HOP
     n_ctl = n // CTL_HOP + 2
     f0_c, voicing_c, noise_c, level_c = _controls(score, p, n_ctl, ctl_sr, rng)
-    ts = np.arange(n, dtype=np.float32) / CTL_HOP
-    grid = np.arange(n_ctl, dtype=np.float32)
-    f0 = np.interp(ts, grid, f0_c).astype(np.float32)
-    voicing = np.interp(ts, grid, voicing_c).astype(np.float32)
-    noise_amp = np.interp(ts, grid, noise_c).astype(np.float32)
+    f0, voicing, noise_amp = (_upsample(x, n) for x in (f0_c, voicing_c, noise_c))
 
-    pulses, open_phase = _glottal_source(f0, p, sr, rng)
+    tables, harmonics = _glottal_tables(p["open_quotient"], p["tilt"], sr)
+    pulses, open_phase = _glottal_source(f0, p, tables, rng, sr)
     white = rng.standard_normal((2, n), dtype=np.float32)
-    source = voicing * (pulses + (10 ** (p["breath"] / 20) * 2.0) * white[0] * (0.25 + open_phase))
+    source = voicing * (pulses + 10 ** (p["breath"] / 20) * white[0] * (0.2 + open_phase))
     frication = noise_amp * white[1]
 
     freqs = np.fft.rfftfreq(NFFT, 1 / sr)
     ln = np.log(10) / 20  # dB -> natural log of magnitude
     eq = _chain_eq_db(freqs, chain_params) if chain_params is not None else 0.0
-    tract = np.stack([_target_db(tg, p, freqs, sr) for tg in score.targets])  # (n_targets, K) dB
+    tract = _tract_db(score.targets, p, freqs, sr, harmonics)  # (n_targets, K) dB
     n_frames = n // HOP + 1
     ft = np.arange(n_frames) / (sr / HOP)
     a = np.clip(np.searchsorted(score.anchors_t, ft, side="right") - 1, 0, score.anchors_t.size - 1)
@@ -811,14 +865,14 @@ def synthesize_song(singer_params: dict | pd.Series, melody: Melody, *, key: int
     tract_ln = ((tract + eq) * ln).astype(np.float32)
     env_v = tract_ln[score.anchors_target[a]]
     env_v += (tract_ln[score.anchors_target[b]] - env_v) * w
-    loud = np.interp(ft * ctl_sr, grid, level_c).astype(np.float32)
+    loud = level_c[np.minimum((ft * ctl_sr).astype(int), n_ctl - 1)].astype(np.float32)
     bright = (0.6 * ln * np.clip(np.log2(np.maximum(freqs, 1.0) / 1000.0), -1, 3)).astype(np.float32)
     env_v += loud[:, None] * bright[None, :]
 
     shapes = {}  # noise path: each frame takes the shape of the nearest noisy segment
     for sh in score.seg_noise_shape:
         if sh not in shapes:
-            db = tract[sh[1]] - 8 if isinstance(sh, tuple) else _noise_shape_db(freqs, sh, p["formant_scale"])
+            db = tract[sh[1]] - 1 if isinstance(sh, tuple) else _noise_shape_db(freqs, sh, p["formant_scale"])
             shapes[sh] = ((db + NOISE_LEVEL + eq) * ln).astype(np.float32)
     keys = list(shapes)
     noise_tab = np.stack([shapes[s] for s in keys])
@@ -838,11 +892,14 @@ def synthesize_song(singer_params: dict | pd.Series, melody: Melody, *, key: int
     if noisy.size:
         spec += _frames(frication, n_frames) * np.exp(env_n)
     y = _overlap_add(spec, n)
-    fade = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.01 * sr)).astype(np.float32)
     if chain_params is None:
-        y = y * fade
-        return (y * (10 ** (-3 / 20) / (np.max(np.abs(y)) + 1e-12))).astype(np.float32)
-    return _apply_chain(y, chain_params, sr, rng) * fade
+        y *= 10 ** (-3 / 20) / (np.max(np.abs(y)) + 1e-12)
+    else:
+        y = _apply_chain(y, chain_params, sr, rng)
+    fade = np.linspace(0, 1, int(0.01 * sr), endpoint=False, dtype=np.float32)
+    y[:fade.size] *= fade
+    y[-fade.size:] *= fade[::-1]
+    return y
 
 
 
