@@ -141,3 +141,21 @@ def test_song_rendering_is_finite_and_varies_with_the_chain():
     assert dry.dtype == wet.dtype == np.float32 and dry.shape == wet.shape == (32000,)
     assert np.all(np.isfinite(wet)) and np.max(np.abs(wet)) < 1.0
     assert not np.allclose(dry, wet)
+
+
+def test_mfcc_baseline_on_synthetic_songs(tiny):
+    """The MFCC baseline peer: unit vectors, same result from waveforms and from log-mels, standardisation."""
+    from data.features import log_mel
+    from encoders.baselines import MFCCEmbedder
+
+    waves = [sf.read(tiny / p, dtype="float32")[0] for p in pd.read_csv(tiny / "manifest.csv")["path"]]
+    emb = MFCCEmbedder()
+    raw = emb.raw_waveforms(waves)
+    assert emb.dim == 40 and raw.shape == (12, 40)
+    emb.fit(raw)
+    z = emb.transform(raw)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(emb.embed_batch(waves), z, atol=1e-5)
+    np.testing.assert_allclose(emb.embed_logmels([log_mel(w) for w in waves]), z, atol=1e-5)
+    with pytest.raises(SingrecError):
+        emb.embed_logmels([np.zeros((10, 50))])
