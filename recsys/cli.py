@@ -214,22 +214,25 @@ def demo(
 
     t_start = time.perf_counter()
     cat_dir, index_dir = folder / "catalogue", folder / "index"
+    typer.echo(f"[1/3] catalogue: {cat_dir} (synthesized once; files already made are kept)")
+    t0 = time.perf_counter()
+    # resumes: songs already written by the same synthesizer version and arguments are not made again
+    _run(synthesize_catalogue, cat_dir, seed=seed, workers=2)  # output does not depend on workers
     info_path = cat_dir / "synth.json"
-    if info_path.is_file() and (cat_dir / "manifest.csv").is_file() and json.loads(info_path.read_text()).get(
-            "args", {}).get("seed") == seed:
-        typer.echo(f"[1/3] catalogue: cached in {cat_dir}")
-    else:
-        typer.echo(f"[1/3] catalogue: synthesizing the default catalogue into {cat_dir} ...")
-        _run(synthesize_catalogue, cat_dir, seed=seed, workers=2)  # output does not depend on workers
+    typer.echo(f"      done in {time.perf_counter() - t0:.0f} s")
     cat = _run(Catalogue.open, cat_dir)
     typer.echo(f"      {_synth_summary(json.loads(info_path.read_text()))}")
 
     from index.build import build_catalogue_index
     from index.store import read_info
 
-    try:
-        fresh = read_info(index_dir)["catalogue"].get("fingerprint") == cat.fingerprint()
-    except SingrecError:
+    from encoders.checkpoint import DEFAULT_CHECKPOINTS, file_sha256
+
+    try:  # up to date = same catalogue files and the same shipped encoder weights
+        info = read_info(index_dir)
+        fresh = info["catalogue"].get("fingerprint") == cat.fingerprint() and all(
+            info["encoders"][k]["sha256"] == file_sha256(p) for k, p in DEFAULT_CHECKPOINTS.items())
+    except (SingrecError, KeyError, OSError):
         fresh = False
     if fresh:
         typer.echo(f"[2/3] index: up to date in {index_dir}")
