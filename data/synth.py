@@ -86,7 +86,7 @@ from data.errors import SingrecError
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # bump whenever rendering changes: a resumed run must not mix old and new songs
 DEFAULT_SINGERS = 150
 DEFAULT_SONGS = 6         # songs per singer: 1 query + 5 held-out references for singer retrieval
 DEFAULT_SECONDS = 10.0    # 150 x 6 x 10 s = 2.5 hours of audio
