@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean-venv browser
+.PHONY: demo test clean-venv browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,9 +29,6 @@ test: $(STAMP) browser
 
 demo: $(STAMP)
 	$(VENV)/bin/singrec demo
-
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
 
 clean-venv:
 	rm -rf $(VENV)
