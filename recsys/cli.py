@@ -81,6 +81,8 @@ def train(
     encoder: str = typer.Option("both", help="timbre, melody or both."),
     pitch: str = typer.Option("neg", help="Pitch-shifted views as none, pos or neg pairs (timbre)."),
     stretch: str = typer.Option("neg", help="Time-stretched views as none, pos or neg pairs (timbre)."),
+    positives: Optional[str] = typer.Option(None, help="Timbre base positive: another crop of the same 'song' "
+                                                      "or a song by the same 'singer' (default: the config's)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (default: the encoder's config)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the encoder's config)."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -90,7 +92,8 @@ def train(
     from encoders.train import train as train_fn
 
     opts = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size}.items() if v is not None}
-    paths = _run(train_fn, catalogue, out, encoder=encoder, pitch=pitch, stretch=stretch, seed=seed,
+    paths = _run(train_fn, catalogue, out, encoder=encoder, pitch=pitch, stretch=stretch, positives=positives,
+                 seed=seed,
                  resume=resume, **opts)
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
