@@ -202,6 +202,7 @@ class TimbreConfig:
     n_mels: int = 48                         # input bands; must equal the FeatureConfig's n_mels
     channels: int = 128                      # TDNN width
     dilations: tuple[int, ...] = (1, 2, 3)   # one residual block per entry (kernel 3)
+    aggregate: bool = False                  # pool the concatenated outputs of all blocks, not just the last
     stat_channels: int = 256                 # width before attentive statistics pooling
     emb_dim: int = 128                       # the timbre embedding (L2-normalised)
     proj_dim: int = 64                       # projection head output, used by the loss only
@@ -212,6 +213,7 @@ class TimbreConfig:
     # --- contrastive pair policy
     temperature: float = 0.1                 # NT-Xent temperature
     positives: Literal["song", "singer"] = "song"  # base positive: another crop of the song / the singer
+    songs_per_singer: int = 1                # anchors per singer in a batch ("P x K" batches when > 1)
     pitch: Policy = "neg"                    # pitch-shifted anchor: extra positive, hard negative, or unused
     stretch: Policy = "neg"                  # time-stretched anchor: likewise
     pitch_semitones: tuple[float, float] = (1.0, 3.0)   # |shift| range, random sign
@@ -234,6 +236,8 @@ class TimbreConfig:
     chain_snr_db: tuple[float, float] = (12.0, 45.0)
     chain_hum_p: float = 0.2                 # probability of mains hum (-45..-30 dB)
     chain_gain_db: float = 12.0              # +- dB level
+    mask_bands: int = 0                      # SpecAugment: max masked band range per view (0 = off)
+    mask_frames: int = 0                     # SpecAugment: max masked frame range per view (0 = off)
     # --- optimisation
     epochs: int = 30
     batch_size: int = 64                     # anchor songs per step (views per step: 2-4x this)
@@ -280,7 +284,8 @@ class TimbreNet(nn.Module):
         c = cfg.channels
         self.stem = ConvBlock(cfg.n_mels, c, 5, stride=2)  # halves the frame rate: 31 frames/s
         self.blocks = nn.ModuleList([ConvBlock(c, c, 3, dilation=d) for d in cfg.dilations])
-        self.expand = ConvBlock(c, cfg.stat_channels, 1)
+        n_in = c * len(cfg.dilations) if cfg.aggregate and cfg.dilations else c
+        self.expand = ConvBlock(n_in, cfg.stat_channels, 1)
         self.pool = AttentiveStatsPool(cfg.stat_channels)
         self.embed = nn.Linear(2 * cfg.stat_channels, cfg.emb_dim)
         self.head = nn.Sequential(nn.Linear(cfg.emb_dim, cfg.emb_dim), nn.ReLU(),
@@ -300,8 +305,12 @@ class TimbreNet(nn.Module):
         """(B, M, T) log-mel -> (B, emb_dim) un-normalised embedding."""
         x = self.normalise(x)  # (B, M, T)
         x = self.stem(x)  # (B, C, T/2)
+        outs = []
         for block in self.blocks:
             x = block(x)  # (B, C, T/2)
+            outs.append(x)
+        if self.cfg.aggregate and outs:
+            x = torch.cat(outs, dim=1)  # (B, C * n_blocks, T/2): every block's output (as ECAPA's MFA)
         x = self.expand(x)  # (B, S, T/2)
         return self.embed(self.pool(x))  # (B, 2S) -> (B, E)
 
@@ -510,6 +519,25 @@ class SongBank:
     def __len__(self) -> int:
         return len(self.logmels)
 
+    def state(self) -> dict:
+        """Plain-type snapshot (tensors, lists, floats) for ``torch.save``; see :meth:`from_state`."""
+        return {"singers": torch.from_numpy(self.singers), "features": self.features.to_dict(),
+                "logmels": list(self.logmels),
+                "variants": {t: [[(float(v), m) for v, m in song] for song in songs]
+                             for t, songs in self.variants.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "SongBank":
+        bank = cls.__new__(cls)
+        bank.singers = state["singers"].numpy().astype(np.int64)
+        bank.features = FeatureConfig(**state["features"])
+        bank.logmels = list(state["logmels"])
+        bank.n_frames = np.array([m.shape[-1] for m in bank.logmels], dtype=np.int64)
+        bank.by_singer = {int(s): np.flatnonzero(bank.singers == s) for s in np.unique(bank.singers)}
+        bank.variants = {t: [[(float(v), m) for v, m in song] for song in songs]
+                         for t, songs in state["variants"].items()}
+        return bank
+
     def crop(self, song: int, start: int, n: int, mel: torch.Tensor | None = None) -> torch.Tensor:
         """Log-mel frames [start, start + n) of a song (or of ``mel``) -> (M, n) float32; wraps cyclically
         past the end, and a song shorter than ``n`` is tiled."""
@@ -586,8 +614,28 @@ def sample_views(bank: SongBank, anchors: np.ndarray, cfg: TimbreConfig, *, rng:
     if cfg.chain if chain is None else chain:
         power = recording_chain(10.0 ** mels, cfg, gen, features=bank.features)  # (V, M, C)
         mels = torch.log10(power.clamp_min(bank.features.log_floor))
+    if cfg.mask_bands or cfg.mask_frames:
+        mels = spec_mask(mels, cfg, gen)
     ids = torch.as_tensor(anchors if cfg.positives == "song" else bank.singers[anchors], dtype=torch.long)
     return mels, view_groups(ids, cfg)
+
+
+def spec_mask(mels: torch.Tensor, cfg: "TimbreConfig", gen: torch.Generator) -> torch.Tensor:
+    """SpecAugment-style masking: one random band range (up to ``cfg.mask_bands`` wide) and one frame range
+    (up to ``cfg.mask_frames``) per view are set to the view's mean log-mel. (V, M, T) -> (V, M, T)."""
+    V, M, T = mels.shape
+    mean = mels.mean(dim=(1, 2), keepdim=True)  # (V, 1, 1)
+    out = mels.clone()
+    for size, n, axis in ((cfg.mask_bands, M, 1), (cfg.mask_frames, T, 2)):
+        if size <= 0:
+            continue
+        width = torch.randint(0, size + 1, (V,), generator=gen)  # (V,)
+        start = (torch.rand(V, generator=gen) * (n - width + 1)).long()  # (V,)
+        idx = torch.arange(n)[None, :]  # (1, n)
+        hit = (idx >= start[:, None]) & (idx < (start + width)[:, None])  # (V, n)
+        hit = hit[:, :, None] if axis == 1 else hit[:, None, :]  # (V, M, 1) or (V, 1, T)
+        out = torch.where(hit, mean, out)
+    return out
 
 
 def lr_at(step: int, total: int, cfg: TimbreConfig) -> float:
@@ -598,11 +646,25 @@ def lr_at(step: int, total: int, cfg: TimbreConfig) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def epoch_batches(n_songs: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A shuffled pass over the training songs, in full batches (the last partial batch is dropped
-    unless it is the only one)."""
-    order = rng.permutation(n_songs)
-    n_full = max(1, n_songs // batch_size)
+def epoch_batches(bank: SongBank, batch_size: int, rng: np.random.Generator, *,
+                  songs_per_singer: int = 1) -> list[np.ndarray]:
+    """One shuffled pass over the songs as anchors, in full batches (a last partial batch is dropped
+    unless it is the only one).
+
+    With ``songs_per_singer`` = K > 1, batches are built from singers: each singer contributes K of its songs
+    together (all of them if it has fewer), so that with ``positives="singer"`` every view has several
+    same-singer positives (and same-singer negatives are impossible) in its batch ("P x K" sampling).
+    """
+    if songs_per_singer <= 1:
+        order = rng.permutation(len(bank))
+    else:
+        groups = []
+        for s in rng.permutation(sorted(bank.by_singer)):
+            songs = rng.permutation(bank.by_singer[int(s)])
+            groups.extend(songs[i:i + songs_per_singer] for i in range(0, len(songs), songs_per_singer))
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+        order = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    n_full = max(1, len(order) // batch_size)
     return [order[i * batch_size:(i + 1) * batch_size] for i in range(n_full)]
 
 
@@ -615,7 +677,7 @@ def train_epoch(model: TimbreNet, opt: torch.optim.Optimizer, bank: SongBank, cf
     rng = np.random.default_rng([seed, epoch, 1])
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     model.train()
-    batches = epoch_batches(len(bank), cfg.batch_size, rng)
+    batches = epoch_batches(bank, cfg.batch_size, rng, songs_per_singer=cfg.songs_per_singer)
     losses = []
     bar = tqdm(batches, desc=f"timbre epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
     for anchors in bar:
@@ -643,7 +705,8 @@ def validation_loss(model: TimbreNet, bank: SongBank, cfg: TimbreConfig, *, seed
     gen = torch.Generator().manual_seed(seed + 12345)
     model.eval()
     losses = []
-    for anchors in epoch_batches(len(bank), min(cfg.batch_size, len(bank)), rng)[:n_batches]:
+    for anchors in epoch_batches(bank, min(cfg.batch_size, len(bank)), rng,
+                                 songs_per_singer=cfg.songs_per_singer)[:n_batches]:
         mels, groups = sample_views(bank, anchors, cfg, rng=rng, gen=gen)
         losses.append(float(nt_xent(model.project(mels), groups, cfg.temperature)))
     return float(np.mean(losses))

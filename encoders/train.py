@@ -12,6 +12,8 @@ Melody: delegated to :func:`encoders.melody.train_melody`, which writes ``out_di
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import shlex
@@ -124,9 +126,61 @@ def embed_waves(encoder, waves: list[np.ndarray], features: FeatureConfig = DEFA
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
 
 
-def _data_summary(cat: Catalogue, train_ids: list[str], val_ids: list[str], failures: list) -> dict:
+BANK_FORMAT = "singrec-timbre-bank/1"
+
+
+def _manifest_sha(cat: Catalogue) -> str:
     src = Path(cat.source)
-    sha = file_sha256(src) if src.is_file() else cat.fingerprint()
+    return file_sha256(src) if src.is_file() else cat.fingerprint()
+
+
+def _bank_key(cfg: TimbreConfig, features: FeatureConfig, seed: int, sha: str, train_ids, val_ids) -> str:
+    """Identifies a song bank: the data, the split, and everything that shapes the rendered variants."""
+    parts = {"format": BANK_FORMAT, "sha": sha, "seed": seed, "features": features.to_dict(),
+             "train": list(train_ids), "val": list(val_ids), "max_seconds": cfg.max_train_seconds,
+             "transforms": [t for t, _ in cfg.transforms], "variants": cfg.transform_variants,
+             "pitch_semitones": cfg.pitch_semitones, "stretch_rates": cfg.stretch_rates,
+             "stretch_min_change": cfg.stretch_min_change}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_bank_cache(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        c = torch.load(path, map_location="cpu", weights_only=True)
+        if c.get("format") != BANK_FORMAT:
+            raise ValueError(f"format {c.get('format')!r}")
+        return (SongBank.from_state(c["train"]), SongBank.from_state(c["val"]), list(c["train_ids"]),
+                list(c["val_ids"]), [tuple(f) for f in c["failures"]])
+    except Exception as exc:  # a stale or truncated cache is rebuilt, never fatal
+        log.warning("ignoring unreadable song-bank cache %s (%s)", path, exc)
+        return None
+
+
+def _build_banks(cat: Catalogue, train_ids: list[str], val_ids: list[str], cfg: TimbreConfig, *,
+                 features: FeatureConfig, seed: int, progress: bool):
+    """Load the audio once and build the train / val song banks (log-mels + transform variants)."""
+    songs = cat.songs.set_index("song_id")
+    ids = train_ids + val_ids
+    waves, failures = load_waves(songs.loc[ids, "path"].tolist(), sr=features.sample_rate,
+                                 max_seconds=cfg.max_train_seconds, progress=progress)
+    ok = {sid: w for sid, w in zip(ids, waves) if w is not None}
+    train_ids = [s for s in train_ids if s in ok]
+    val_ids = [s for s in val_ids if s in ok]
+    if len(train_ids) < 2:
+        raise SingrecError(f"too few readable training songs ({len(train_ids)}) to train the timbre encoder",
+                           cat.source)
+    singer_codes = {s: i for i, s in enumerate(sorted(cat.songs["singer"].unique()))}
+    train_bank = SongBank([ok[s] for s in train_ids], [singer_codes[songs.at[s, "singer"]] for s in train_ids],
+                          features=features, cfg=cfg, seed=seed, progress=progress)
+    val_bank = SongBank([ok[s] for s in val_ids], [singer_codes[songs.at[s, "singer"]] for s in val_ids],
+                        features=features, cfg=cfg, seed=seed + 1, progress=progress)
+    return train_bank, val_bank, train_ids, val_ids, failures
+
+
+def _data_summary(cat: Catalogue, train_ids: list[str], val_ids: list[str], failures: list, sha: str) -> dict:
+    src = Path(cat.source)
     return {"catalogue": str(src), "manifest_sha256": sha, "n_songs": len(cat),
             "n_singers": int(cat.songs["singer"].nunique()), "n_train_songs": len(train_ids),
             "n_val_songs": len(val_ids), "n_failed": len(failures),
@@ -169,37 +223,36 @@ def _state_matches(state: dict, cfg: TimbreConfig, data: dict, seed: int, val_id
 def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int = 0,
                  val_fraction: float = 0.2, resume: bool = True, progress: bool = True,
                  command: str | None = None, features: FeatureConfig = DEFAULT_FEATURES,
-                 eval_every: int = 0) -> Path:
+                 eval_every: int = 0, cache_dir: str | Path | None = None) -> Path:
     """Train (or resume) the timbre encoder; writes ``out_dir/timbre.state.pt`` each epoch and
     ``out_dir/timbre.pt`` at the end. Returns the checkpoint path.
 
     ``eval_every`` > 0 also logs validation retrieval every that many epochs (it costs an embedding pass).
+    The in-memory song bank (log-mels and rendered pitch / stretch variants) is cached in ``cache_dir``
+    (default ``out_dir``) as ``timbre.bank-<key>.pt``, so that resuming, or another run on the same data
+    with the same transforms, does not load and render the audio again.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, state_path = out_dir / "timbre.pt", out_dir / "timbre.state.pt"
     _seed_everything(seed)
 
     train_ids, val_ids = split_by_song(cat.songs, val_fraction, seed)
-    songs = cat.songs.set_index("song_id")
-    ids = train_ids + val_ids
-    waves, failures = load_waves(songs.loc[ids, "path"].tolist(), sr=features.sample_rate,
-                                 max_seconds=cfg.max_train_seconds, progress=progress)
-    ok = {sid: w for sid, w in zip(ids, waves) if w is not None}
-    train_ids = [s for s in train_ids if s in ok]
-    val_ids = [s for s in val_ids if s in ok]
-    if len(train_ids) < 2:
-        raise SingrecError(f"too few readable training songs ({len(train_ids)}) to train the timbre encoder",
-                           cat.source)
-    singer_codes = {s: i for i, s in enumerate(sorted(cat.songs["singer"].unique()))}
+    sha = _manifest_sha(cat)
+    cache = Path(cache_dir or out_dir) / f"timbre.bank-{_bank_key(cfg, features, seed, sha, train_ids, val_ids)}.pt"
     t0 = time.perf_counter()
-    train_bank = SongBank([ok[s] for s in train_ids], [singer_codes[songs.at[s, "singer"]] for s in train_ids],
-                          features=features, cfg=cfg, seed=seed, progress=progress)
-    val_bank = SongBank([ok[s] for s in val_ids], [singer_codes[songs.at[s, "singer"]] for s in val_ids],
-                        features=features, cfg=cfg, seed=seed + 1, progress=progress)
-    del ok, waves
-    log.info("timbre: song bank ready in %.0f s (%s variants: %d per song)", time.perf_counter() - t0,
-             "+".join(t for t, _ in cfg.transforms) or "no", cfg.transform_variants if cfg.transforms else 0)
-    data = _data_summary(cat, train_ids, val_ids, failures)
+    banks = _read_bank_cache(cache)
+    if banks is None:
+        train_bank, val_bank, train_ids, val_ids, failures = _build_banks(
+            cat, train_ids, val_ids, cfg, features=features, seed=seed, progress=progress)
+        atomic_torch_save({"format": BANK_FORMAT, "train": train_bank.state(), "val": val_bank.state(),
+                           "train_ids": train_ids, "val_ids": val_ids, "failures": failures}, cache)
+        log.info("timbre: song bank ready in %.0f s (%s variants: %d per song), cached in %s",
+                 time.perf_counter() - t0, "+".join(t for t, _ in cfg.transforms) or "no",
+                 cfg.transform_variants if cfg.transforms else 0, cache)
+    else:
+        train_bank, val_bank, train_ids, val_ids, failures = banks
+        log.info("timbre: song bank read from %s", cache)
+    data = _data_summary(cat, train_ids, val_ids, failures, sha)
     log.info("timbre: %d train / %d val songs, %d singers, %d unreadable", len(train_ids), len(val_ids),
              data["n_singers"], len(failures))
 
@@ -304,7 +357,7 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int = 0, val_fraction: float = 0.2, resume: bool = True, threads: int | None = None,
           progress: bool = True, command: str | None = None,
-          timbre_config: TimbreConfig | None = None) -> dict[str, Path]:
+          timbre_config: TimbreConfig | None = None, cache_dir: str | Path | None = None) -> dict[str, Path]:
     """Train the timbre and/or melody encoder on a catalogue; returns ``{"timbre": path, "melody": path}``.
 
     Parameters
@@ -325,6 +378,8 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
     progress : tqdm progress bars
     command : the command line recorded in the checkpoint (default: ``sys.argv``)
     timbre_config : full timbre config (its fields are overridden by the explicit arguments above)
+    cache_dir : where the timbre song bank (log-mels + rendered transform variants) is cached
+        (default: ``out_dir``); runs on the same data and transforms can share it
 
     Raises
     ------
@@ -345,7 +400,7 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
         except ValueError as exc:
             raise SingrecError(f"invalid timbre settings: {exc}") from exc
         paths["timbre"] = train_timbre(cat, out_dir, cfg, seed=seed, val_fraction=val_fraction,
-                                       resume=resume, progress=progress, command=command)
+                                       resume=resume, progress=progress, command=command, cache_dir=cache_dir)
     if encoder in ("both", "melody"):
         from encoders.melody import train_melody
 

@@ -101,6 +101,7 @@ def test_resume_continues_from_the_saved_epoch(tiny_catalogue, trained, tmp_path
     monkeypatch.setattr(train_module, "train_epoch", real_epoch)
     state = torch.load(tmp_path / "resumed" / "timbre.state.pt", weights_only=True)
     assert state["epoch"] == 2 and not (tmp_path / "resumed" / "timbre.pt").exists()
+    assert len(list((tmp_path / "resumed").glob("timbre.bank-*.pt"))) == 1  # audio + variants cached for resuming
     resumed = _run(tiny_catalogue, tmp_path / "resumed")["timbre"]
     a, b = read_checkpoint(trained), read_checkpoint(resumed)
     assert b["train"]["epochs"] == 3 and len(b["metrics"]["history"]) == 3
