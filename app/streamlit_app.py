@@ -221,11 +221,11 @@ def results_ui(outcome: Outcome) -> int:
         column_order=["rank", "singer", "score", "timbre_score", "melody_score", "match_song", "query_song",
                       *meta],
         column_config={
-            "rank": st.column_config.NumberColumn("#", width=36),
+            "rank": st.column_config.NumberColumn("#", width=32),
             "singer": st.column_config.TextColumn("singer"),
-            "score": st.column_config.ProgressColumn("total", help="Weighted total score", width=104, **bar),
-            "timbre_score": st.column_config.ProgressColumn("timbre", help="Timbre similarity", width=104, **bar),
-            "melody_score": st.column_config.ProgressColumn("melody", help="Melody similarity", width=104, **bar),
+            "score": st.column_config.ProgressColumn("total", help="Weighted total score", width=84, **bar),
+            "timbre_score": st.column_config.ProgressColumn("timbre", help="Timbre similarity", width=84, **bar),
+            "melody_score": st.column_config.ProgressColumn("melody", help="Melody similarity", width=84, **bar),
             "match_song": st.column_config.TextColumn("their song", help="Their best-matching song"),
             "query_song": st.column_config.TextColumn("query song", help="The query's song in the best pair"),
         })
@@ -249,7 +249,7 @@ def listen_ui(rec: Recommender, query: Query, outcome: Outcome, row: int) -> Non
     if res is None or res.empty or row < 0:
         return
     r = res.iloc[min(row, len(res) - 1)]
-    st.markdown(f"#### Why #{int(r['rank'])} {r['singer']}: the best-matching song pair")
+    st.markdown(f"**Why #{int(r['rank'])} {r['singer']}?** Their best-matching song pair:")
     st.caption(f"total {r['score']:.3f} = timbre {r['timbre_score']:.3f} and melody {r['melody_score']:.3f} "
                f"(timbre weight {st.session_state.get('timbre_weight', 0.7):.2f})")
     songs = rec.songs.set_index("song_id")
@@ -339,17 +339,23 @@ def main() -> None:
     st.sidebar.caption(f"{len(rec.singers)} singers, {len(rec.songs)} songs")
     outcome = run_query(key, query, opts)
 
-    left, right = st.columns([4, 3], gap="medium")
+    left, right = st.columns([11, 9], gap="medium")
     with right:
         row = results_ui(outcome)
     with left:
         selected = map_ui(rec, mopts, outcome)
         selection_ui(selected, mopts.kind)
-    st.divider()
-    listen_ui(rec, query, outcome, row)
-    st.divider()
-    st.markdown("#### Clusters")
-    clusters_ui(rec, key, query)
+    # Lazy tabs: only the open tab's content is computed and sent, so the first paint carries just the
+    # map, the results and the song pair (the clusters' second chart and table would cost ~2 s of browser
+    # time on a busy machine; see BENCHMARKS.md "App").
+    listen_tab, clusters_tab = st.tabs(["Listen: the best-matching song pair", "Clusters"], key="section",
+                                       on_change="rerun")
+    with listen_tab:
+        if listen_tab.open is not False:
+            listen_ui(rec, query, outcome, row)
+    with clusters_tab:
+        if clusters_tab.open:
+            clusters_ui(rec, key, query)
 
 
 if __name__ == "__main__":

@@ -67,9 +67,29 @@ def test_default_view_shows_map_and_first_singer_query(page, rec):
     pd.testing.assert_frame_equal(_results(page).reset_index(drop=True), expected.reset_index(drop=True))
     assert not page.error
     assert page.download_button(key="download").label.startswith("Download results")
-    # the clusters section: a chosen cluster lists its singers
+    # the best-matching song pair of the top result, with a player for each song
+    assert len(page.get("audio")) == 2
+    top = expected.iloc[0]
+    text = " ".join(m.value for m in page.markdown)
+    assert str(top["query_song"]) in text and str(top["match_song"]) in text
+
+
+def test_clusters_tab_lists_the_singers_of_a_cluster(page, rec):
+    assert not [s for s in page.selectbox if s.key == "cluster"]  # lazy tab: not computed until opened
+    page.session_state["section"] = "Clusters"
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
     cl = rec.clusters()
-    assert page.selectbox(key="cluster").value in set(cl["cluster"])
+    box = page.selectbox(key="cluster")
+    first = rec.singers["singer"].iloc[0]
+    singer_cluster = rec.map[(rec.map["kind"] == "singer") & (rec.map["id"] == first)]["cluster"].iloc[0]
+    assert box.value == singer_cluster  # default: the query singer's cluster
+    for c in cl["cluster"]:
+        page.selectbox(key="cluster").select(c)
+        page.run()
+        names = cl[cl["cluster"] == c]["singers"].iloc[0].split(", ")
+        table = [d.value for d in page.dataframe if "n_songs" in d.value.columns and "timbre_score" not in d.value]
+        assert sorted(table[0]["singer"]) == sorted(names)
 
 
 def test_choosing_a_singer_matches_the_recommender(page, rec):
