@@ -128,4 +128,16 @@ def test_page_in_chromium(server, browser_context, index_dir, tmp_path):
     if os.environ.get("SINGREC_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
+
+    # click the query's star on the map: the point is listed under the map (plotly selection -> rerun)
+    xy = page.evaluate("""(name) => {
+        const gd = document.querySelector("[data-testid='stPlotlyChart'] .js-plotly-plot");
+        const tr = gd._fullData.find(t => t.name === "query: " + name);
+        const L = gd._fullLayout, box = gd.getBoundingClientRect();
+        return [box.left + L._size.l + L.xaxis.l2p(tr.x[0]), box.top + L._size.t + L.yaxis.l2p(tr.y[0])];
+    }""", other)
+    page.mouse.click(xy[0], xy[1])
+    page.get_by_text("1 selected on the map").wait_for(timeout=STEP_MS)
+    assert page.locator("[data-testid='stException']").count() == 0
+
     page.close()
