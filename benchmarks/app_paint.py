@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("SINGREC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1480, "height": 1180}
+VIEWPORT = {"width": 1480, "height": 1040}
 TIMEOUT_MS = 120_000
 
 # true once Plotly has drawn the map's traces and the results grid has rows

@@ -211,3 +211,20 @@ def test_serve_command_and_bad_index(tmp_path, tiny_index):
     assert cmd[-2:] == ["--", str(tiny_index)] and "8765" in cmd and str(serve.PAGE) in cmd
     with pytest.raises(SingrecError, match="not an index directory"):
         serve.serve(tmp_path)
+
+
+def test_python_dash_m_app_reports_a_bad_index(tmp_path, capsys):
+    from app.__main__ import main
+
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "index directory not found" in capsys.readouterr().err
+
+
+def test_prepare_clip_names_the_upload_when_the_encoders_refuse_it():
+    class Refusing:
+        def embed_clip(self, y):
+            raise SingrecError("audio is too short for the timbre encoder", "/tmp/xyz/clip.wav")
+
+    with pytest.raises(SingrecError) as err:
+        explorer.prepare_clip(Refusing(), "take 3.wav", _wav_bytes(1.0))
+    assert str(err.value) == "take 3.wav: audio is too short for the timbre encoder"

@@ -63,7 +63,7 @@ def browser_context(tmp_path_factory):
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium_profile")), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1480, "height": 1180}, device_scale_factor=1)
+            args=CHROMIUM_ARGS, viewport={"width": 1480, "height": 1040}, device_scale_factor=1)
         ctx.set_default_timeout(STEP_MS)
         try:
             yield ctx
