@@ -1,4 +1,6 @@
-"""Encoder benchmark: held-out singer retrieval, melody retrieval, cross-leakage, the pair-policy ablation and
+"""(Not named encoders.py: a script of that name in benchmarks/ would shadow the encoders package.)
+
+Encoder benchmark: held-out singer retrieval, melody retrieval, cross-leakage, the pair-policy ablation and
 embedding throughput. Prints markdown tables and writes them into the "Encoders" section of BENCHMARKS.md.
 
 Held-out evaluation: the encoders are trained on the default synthetic catalogue with seed 0; they are
@@ -16,9 +18,9 @@ Throughput: x real time of (a) the timbre encoder from log-mel, (b) the melody e
 (c) end to end from audio files (decode + log-mel + both encoders, ``encoders.embed.embed_songs``), on
 3-minute FLAC songs assembled from catalogue audio.
 
-    python benchmarks/encoders.py                      # everything (the ablation trains 5 small models)
-    python benchmarks/encoders.py --skip-ablation      # held-out evaluation + throughput only
-    python benchmarks/encoders.py --timbre out/run/timbre.pt --ablation-epochs 8 --no-write
+    python benchmarks/encoder_quality.py                      # everything (the ablation trains 5 small models)
+    python benchmarks/encoder_quality.py --skip-ablation      # held-out evaluation + throughput only
+    python benchmarks/encoder_quality.py --timbre out/run/timbre.pt --ablation-epochs 8 --no-write
 """
 from __future__ import annotations
 
@@ -122,7 +124,7 @@ def ablation(train_manifest: Path, held: HeldOut, runs: Path, *, epochs: int, ba
         t = time.perf_counter()
         path = train(train_manifest, out, encoder="timbre", pitch=pitch, stretch=stretch, epochs=epochs,
                      seed=0, progress=False, threads=threads, timbre_config=base,
-                     command=f"benchmarks/encoders.py ablation pitch={pitch} stretch={stretch} epochs={epochs}")["timbre"]
+                     command=f"benchmarks/encoder_quality.py ablation pitch={pitch} stretch={stretch} epochs={epochs}")["timbre"]
         ckpt = read_checkpoint(path)
         enc = load_encoder(path)
         s = held.scores(enc.embed_logmels(held.mels))
@@ -227,7 +229,7 @@ def main() -> None:
     print(text, flush=True)
 
     if not args.no_write:
-        body = "\n\n".join(sections) + "\n\nReproduce: `python benchmarks/encoders.py`"
+        body = "\n\n".join(sections) + "\n\nReproduce: `python benchmarks/encoder_quality.py`"
         write_section(ROOT / "BENCHMARKS.md", "Encoders", body)
         print(f"wrote the Encoders section of {ROOT / 'BENCHMARKS.md'}")
 
