@@ -561,12 +561,13 @@ def _songs_table(source) -> tuple[pd.DataFrame, dict]:
     return df, info
 
 
-def _load_inputs(df: pd.DataFrame, cfg: MelodyConfig,
-                 features: FeatureConfig) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int], float]:
+def _load_inputs(df: pd.DataFrame, cfg: MelodyConfig, features: FeatureConfig,
+                 progress: bool = True) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int], float]:
     """Decode every song once and cache its pitch distribution and voicing (float16, (P, T) and (1, T))."""
     from data.audio import load_audio
     cache, ok, seconds = [], [], 0.0
-    for i, path in enumerate(tqdm(df["path"], desc="melody features", unit="song", leave=False)):
+    for i, path in enumerate(tqdm(df["path"], desc="melody features", unit="song", leave=False,
+                                  disable=not progress)):
         try:
             y = load_audio(path, sr=features.sample_rate)
         except SingrecError as exc:
@@ -678,9 +679,10 @@ def _state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state.pt") if out.suffix != ".pt" else out.with_suffix(".state.pt")
 
 
-def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 60, batch_size: int = 64,
+def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 30, batch_size: int = 64,
                  seed: int = 0, val_fraction: float = 0.2, resume: bool = True,
-                 features: FeatureConfig = DEFAULT_FEATURES, callback=None, **overrides) -> Path:
+                 features: FeatureConfig = DEFAULT_FEATURES, progress: bool = True, command: str | None = None,
+                 callback=None, **overrides) -> Path:
     """Train the melody TCAE and write a self-describing checkpoint.
 
     Parameters
@@ -694,6 +696,8 @@ def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 6
     val_fraction : share of songs held out (split by song, seeded) for the validation metrics
     resume : continue from ``<out>.state.pt`` if it exists and was written with the same config and seed
     features : the feature config (only ``sample_rate`` is used by the melody input)
+    progress : show tqdm bars (feature extraction, epochs)
+    command : the command line recorded in the checkpoint (default: ``sys.argv``)
     callback : optional ``f(epoch, metrics)`` called after each epoch (progress reporting)
     **overrides : any :class:`MelodyConfig` field
 
@@ -713,7 +717,7 @@ def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 6
     t_start = time.perf_counter()
 
     df, src_info = _songs_table(catalogue_or_songs_df)
-    inputs, ok, seconds = _load_inputs(df, cfg, features)
+    inputs, ok, seconds = _load_inputs(df, cfg, features, progress)
     n_skipped = len(df) - len(ok)
     df = df.iloc[ok].reset_index(drop=True)
     if len(df) < 2:
@@ -747,7 +751,7 @@ def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 6
     resume_key = {"config": asdict(cfg), "seed": seed, "val_fraction": val_fraction, "batch_size": batch_size,
                   "songs": [str(s) for s in df["song_id"]]}
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state.get("key") == resume_key:
             model.load_state_dict(state["model"])
             adversary.load_state_dict(state["adversary"])
@@ -765,7 +769,7 @@ def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 6
             by_melody.setdefault(int(melody_codes[i]), []).append(int(i))
 
     for epoch in tqdm(range(start_epoch, epochs), desc="melody epochs", unit="epoch", initial=start_epoch,
-                      total=epochs, leave=False):
+                      total=epochs, leave=False, disable=not progress):
         model.train()
         adversary.train()
         order = rng.permutation(train_idx)
@@ -825,7 +829,8 @@ def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 6
         train_info = {"epochs": epochs, "epochs_done": epoch + 1, "batch_size": batch_size, "seed": seed,
                       "val_fraction": val_fraction, "steps": (epoch + 1) * steps_per_epoch,
                       "crop_frames": n_frames, "seconds": round(elapsed, 1), "melody_labels_used": use_labels,
-                      "command": " ".join(sys.argv), "torch": torch.__version__, "history": history}
+                      "command": command or " ".join(sys.argv), "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "history": history}
         save_checkpoint(out, kind="melody", model=model, config=asdict(cfg), features=features,
                         metrics=metrics, data=data_info, train=train_info)
         atomic_torch_save({"key": resume_key, "model": model.state_dict(), "adversary": adversary.state_dict(),
