@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from app import serve
+from _report import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("SINGREC_CHROMIUM", "/usr/bin/chromium")
@@ -96,16 +96,6 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def write_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the ``## title`` section of a markdown file, leaving other sections alone."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + block
-    path.write_text(text)
 
 
 def main() -> None:

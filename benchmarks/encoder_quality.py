@@ -47,22 +47,13 @@ from encoders.embed import embed_songs  # noqa: E402
 from encoders.timbre import TimbreConfig  # noqa: E402
 from encoders.train import train  # noqa: E402
 from recsys.evaluate import mean_average_precision, singer_top1  # noqa: E402
+from _report import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 log = logging.getLogger("benchmarks.encoders")
 POLICIES = [("none", "none"), ("pos", "pos"), ("pos", "neg"), ("neg", "pos"), ("neg", "neg")]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def write_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the ``## title`` section of a markdown file, leaving other sections alone."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + block
-    path.write_text(text)
 
 
 def table(header: list[str], rows: list[list]) -> str:
