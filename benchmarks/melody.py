@@ -7,12 +7,14 @@ chains). Compared representations:
 
 * ``melody (TCAE)``   the shipped/given checkpoint: pooled TCAE latent (the vector the index stores);
 * ``raw input pooled`` ablation: mean + std over time of the TCAE's own input (the interval features),
-  catalogue-mean removed (without that the shared mean dominates the cosine), L2-normalised;
+  L2-normalised: does the TCAE add anything to its input?
 * ``MFCC``            :class:`encoders.baselines.MFCCEmbedder` (standardised on the catalogue).
 
 Leakage = singer top-1 of each representation (is the nearest other song by the same singer?); chance is
 about 5/899. Throughput = audio seconds per second of compute for the melody encoder alone (salience +
-TCAE, audio already decoded), measured on a 3-minute song built from catalogue audio.
+TCAE, audio already decoded), measured on a 3-minute song built from catalogue audio, and, when a timbre
+checkpoint is available, end to end for that song as a FLAC file through ``encoders.embed.embed_songs``
+with both encoders (decode + log-mel + timbre + melody).
 
     python benchmarks/melody.py                                  # synthesize seed 1 (150 singers) to a temp dir
     python benchmarks/melody.py --catalogue DIR                  # an existing synthetic catalogue
@@ -30,20 +32,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data.audio import load_audio  # noqa: E402
+from data.audio import load_audio, save_audio  # noqa: E402
 from data.catalogue import Catalogue  # noqa: E402
 from data.synth import DEFAULT_SECONDS, DEFAULT_SINGERS, DEFAULT_SONGS, synthesize_catalogue  # noqa: E402
 from encoders.base import l2_normalise, set_torch_threads  # noqa: E402
 from encoders.baselines import MFCCEmbedder  # noqa: E402
 from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder  # noqa: E402
-from encoders.melody import melody_input  # noqa: E402
 from recsys.evaluate import mean_average_precision, singer_top1  # noqa: E402
 
 
 def pooled_input(inputs: list[torch.Tensor]) -> np.ndarray:
-    """Ablation vectors: mean and std over time of each (C_in, T) input, catalogue mean removed, unit rows."""
-    raw = np.stack([torch.cat([x.mean(1), x.std(1)]).numpy() for x in inputs])
-    return l2_normalise(raw - raw.mean(0))
+    """Ablation vectors: mean and std over time of each (C_in, T) input, unit rows."""
+    return l2_normalise(np.stack([torch.cat([x.mean(1), x.std(1)]).numpy() for x in inputs]))
 
 
 def throughput(enc, wave: np.ndarray, runs: int = 5) -> float:
@@ -61,6 +61,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalogue", type=Path, help="existing synthetic catalogue (with melody_id); default: synthesize")
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINTS["melody"])
+    ap.add_argument("--timbre", type=Path, default=DEFAULT_CHECKPOINTS["timbre"],
+                    help="timbre checkpoint for the end-to-end throughput (skipped if missing)")
     ap.add_argument("--singers", type=int, default=DEFAULT_SINGERS)
     ap.add_argument("--songs", type=int, default=DEFAULT_SONGS)
     ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
@@ -100,6 +102,19 @@ def main() -> None:
     long_wave = np.concatenate(waves[: int(np.ceil(180 * enc.features.sample_rate / waves[0].size)) + 1])
     long_wave = long_wave[: 180 * enc.features.sample_rate]
     xrt = throughput(enc, long_wave)
+    e2e = None
+    if args.timbre.is_file():
+        from encoders.embed import embed_songs
+        timbre = load_encoder(args.timbre, kind="timbre")
+        with tempfile.TemporaryDirectory() as tmp:
+            song = save_audio(Path(tmp) / "three_minutes.flac", long_wave)
+            embed_songs([song], {"timbre": timbre, "melody": enc}, progress=False, workers=1)  # warm-up
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                embed_songs([song], {"timbre": timbre, "melody": enc}, progress=False, workers=1)
+                times.append(time.perf_counter() - t0)
+        e2e = float(np.median(times))
 
     print(f"\ncatalogue: {source} ({len(songs)} songs, {len(set(singers))} singers, "
           f"{len(set(melodies))} melodies, {audio_s / 3600:.2f} h)")
@@ -118,6 +133,11 @@ def main() -> None:
           f"TCAE {audio_s / t_model:.0f}x, together {audio_s / (t_inputs + t_model):.0f}x")
     print(f"melody encoder on one 3-min song (embed_waveforms, median of 5): {xrt:.0f}x real time "
           f"({180 / xrt * 1000:.0f} ms)")
+    if e2e is not None:
+        print(f"end to end, 3-min FLAC, both encoders (embed_songs, median of 3): {180 / e2e:.0f}x real time "
+              f"({e2e * 1000:.0f} ms; timbre: {args.timbre})")
+    else:
+        print(f"end to end: skipped (no timbre checkpoint at {args.timbre})")
 
 
 if __name__ == "__main__":
