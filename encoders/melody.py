@@ -35,6 +35,11 @@ any learning happens, and the TCAE learns what remains:
    positives too (supervised contrastive; off by default, see ``encoders/checkpoints/README.md`` for what
    the shipped weights used).
 
+Measured (``benchmarks/melody.py``, 150 unseen singers singing 150 unseen melodies): melody mAP across
+singers 0.958 for the shipped weights, 0.978 for the pooled input alone (so the TCAE adds compactness and a
+causal latent, not accuracy, on this benchmark), 0.035 for MFCC statistics; singer top-1 of the melody
+vectors 0.000 (chance 0.006).
+
 Entry point for indexing: :meth:`MelodyEncoder.embed_waveforms` (``input_kind == "waveform"``, which
 ``encoders.embed.embed_songs`` honours); ``embed_logmels`` raises, since the log-mel lacks the pitch detail.
 """
