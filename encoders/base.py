@@ -30,13 +30,15 @@ def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 
 def set_torch_threads(n: int | None = None) -> int:
-    """Use at most ``n`` (default: number of usable cores, capped at 4) intra-op threads.
+    """Use ``n`` intra-op torch threads (default 1; ``SINGREC_THREADS`` overrides).
 
-    Small convolutional models get slower, not faster, when torch oversubscribes a 2-core machine
-    (its default also counts hyperthreads and other processes' cores). ``SINGREC_THREADS`` overrides.
+    The models are small and the indexer already decodes audio on other threads, so extra intra-op threads
+    mostly wait on each other: on this project's 2-core machine, indexing measured 214x real time with one
+    thread against 144x with two (benchmarks/indexing.py, same load), and the melody encoder alone 1724x
+    against 113x.
     """
     if n is None:
-        n = int(os.environ.get("SINGREC_THREADS", "0")) or min(4, len(os.sched_getaffinity(0)))
+        n = int(os.environ.get("SINGREC_THREADS", "0")) or 1
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
