@@ -215,7 +215,7 @@ def map_figure(map_df: pd.DataFrame, kind: str = "song", colour_by: str = "clust
     custom, hovertemplate = _hover(df, kind, meta)
     dim = highlight is not None and (highlight.query_singer or highlight.clip_xy or
                                      (highlight.results is not None and len(highlight.results)))
-    size = 5 if kind == "song" else 9
+    size = 7 if kind == "song" else 11
     opacity = 0.55 if dim else 0.85
     traces: list[dict] = []
     col = df[colour_by] if colour_by in df.columns else df["cluster"]
@@ -290,9 +290,11 @@ def _add_highlight(traces: list, df: pd.DataFrame, kind: str, h: Highlight, cust
             qmask |= (df["singer"] == h.query_singer).to_numpy()
         if qmask.any():
             traces.append(dict(
-                type="scatter", x=df["x"][qmask], y=df["y"][qmask], mode="markers",
+                type="scatter", x=df["x"][qmask], y=df["y"][qmask], mode="markers+text",
                 name=f"query: {h.query_singer or 'song'}", customdata=custom[qmask], hovertemplate=hovertemplate,
-                marker=dict(symbol="star", size=15, color=QUERY_FILL, line=dict(width=1.2, color=QUERY_COLOUR))))
+                text=_first_only(h.query_singer or "query", int(qmask.sum())), textposition="bottom center",
+                textfont=dict(size=13, color=QUERY_COLOUR, family="Arial Black, sans-serif"),
+                marker=dict(symbol="star", size=18, color=QUERY_FILL, line=dict(width=1.2, color=QUERY_COLOUR))))
     else:
         if len(res):
             rows = df.index[df["singer"].isin(set(res["singer"]))]
@@ -308,8 +310,10 @@ def _add_highlight(traces: list, df: pd.DataFrame, kind: str, h: Highlight, cust
             q = (df["singer"] == h.query_singer).to_numpy()
             if q.any():
                 traces.append(dict(
-                    type="scatter", x=df["x"][q], y=df["y"][q], mode="markers", name=f"query: {h.query_singer}",
-                    customdata=custom[q], hovertemplate=hovertemplate,
+                    type="scatter", x=df["x"][q], y=df["y"][q], mode="markers+text", name=f"query: {h.query_singer}",
+                    customdata=custom[q], hovertemplate=hovertemplate, text=_first_only(h.query_singer, int(q.sum())),
+                    textposition="bottom center",
+                    textfont=dict(size=13, color=QUERY_COLOUR, family="Arial Black, sans-serif"),
                     marker=dict(symbol="star", size=21, color=QUERY_FILL, line=dict(width=1.2, color=QUERY_COLOUR))))
     if h.clip_xy is not None and np.all(np.isfinite(h.clip_xy)):
         traces.append(dict(
@@ -317,6 +321,11 @@ def _add_highlight(traces: list, df: pd.DataFrame, kind: str, h: Highlight, cust
             text=[h.clip_label], textposition="bottom center", textfont=dict(size=12, color=QUERY_COLOUR),
             hovertemplate=f"<b>{h.clip_label}</b><extra></extra>",
             marker=dict(symbol="star", size=21, color=QUERY_FILL, line=dict(width=1.2, color=QUERY_COLOUR))))
+
+
+def _first_only(label: str, n: int) -> list[str]:
+    """A text array that labels only the first point (one name per group of query points)."""
+    return [label] + [""] * (n - 1)
 
 
 def selected_rows(map_df: pd.DataFrame, points: Sequence[Mapping]) -> pd.DataFrame:

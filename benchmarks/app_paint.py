@@ -164,7 +164,7 @@ def main() -> None:
         "| page, browser | loads | median s | min s | max s |",
         "|---|---|---|---|---|",
         row("explorer, warm profile (returning user)", warm),
-        row("reference page, warm profile (same loads, interleaved)", ref_warm),
+        row("reference page (heading + 10-row table + 900-point Scattergl), warm profile, interleaved", ref_warm),
         row("explorer, fresh profile per load", fresh),
         f"| explorer, first load after server start | 1 | {cold:.2f} | {cold:.2f} | {cold:.2f} |",
         "",
@@ -176,7 +176,7 @@ def main() -> None:
     ])
     print(body)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", "App", body)
+        write_section(ROOT / "BENCHMARKS.md", "App (`benchmarks/app_paint.py`)", body)
         print(f"\nwrote the App section of {ROOT / 'BENCHMARKS.md'}")
 
 
