@@ -19,7 +19,7 @@ Throughput: x real time of (a) the timbre encoder from log-mel, (b) the melody e
 3-minute FLAC songs assembled from catalogue audio.
 
     python benchmarks/encoder_quality.py                      # everything (the ablation trains 5 small models)
-    python benchmarks/encoder_quality.py --skip-ablation      # held-out evaluation + throughput only
+    python benchmarks/encoder_quality.py --parts eval,throughput   # without the ablation
     python benchmarks/encoder_quality.py --timbre out/run/timbre.pt --ablation-epochs 8 --no-write
 """
 from __future__ import annotations
@@ -108,12 +108,14 @@ def evaluate(held: HeldOut, timbre, melody) -> tuple[str, dict]:
 
 def ablation(train_manifest: Path, held: HeldOut, runs: Path, *, epochs: int, base: TimbreConfig,
              threads: int | None) -> tuple[str, list]:
+    """Train one timbre encoder per pair policy (same budget) and evaluate each on the held-out catalogue.
+    Finished runs are reused (``train`` resumes them); runs share one song-bank cache."""
     rows, res = [], []
     for pitch, stretch in POLICIES:
         out = runs / f"ablation-{pitch}-{stretch}"
         t = time.perf_counter()
         path = train(train_manifest, out, encoder="timbre", pitch=pitch, stretch=stretch, epochs=epochs,
-                     seed=0, progress=False, threads=threads, timbre_config=base,
+                     seed=0, progress=False, threads=threads, timbre_config=base, cache_dir=runs / "bank-cache",
                      command=f"benchmarks/encoder_quality.py ablation pitch={pitch} stretch={stretch} epochs={epochs}")["timbre"]
         ckpt = read_checkpoint(path)
         enc = load_encoder(path)
@@ -173,7 +175,8 @@ def main() -> None:
     ap.add_argument("--timbre", type=Path, default=DEFAULT_CHECKPOINTS["timbre"])
     ap.add_argument("--melody", type=Path, default=DEFAULT_CHECKPOINTS["melody"])
     ap.add_argument("--ablation-epochs", type=int, default=12, help="training budget of each ablation run")
-    ap.add_argument("--skip-ablation", action="store_true")
+    ap.add_argument("--parts", default="eval,ablation,throughput",
+                    help="comma-separated subset of eval, ablation, throughput")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: set_torch_threads())")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
@@ -184,24 +187,27 @@ def main() -> None:
     train_manifest = args.train_catalogue or synthesize_catalogue(args.data / "synth-seed0", seed=0, workers=2)
     eval_manifest = args.eval_catalogue or synthesize_catalogue(args.data / "synth-seed1", seed=1, workers=2)
     held = HeldOut(eval_manifest)
-    timbre = load_encoder(args.timbre, kind="timbre")
-    melody = load_encoder(args.melody, kind="melody") if args.melody.is_file() else None
-    tinfo = read_checkpoint(args.timbre)
+    parts = set(args.parts.split(","))
+    need_encoders = bool(parts & {"eval", "throughput"})
+    timbre = load_encoder(args.timbre, kind="timbre") if need_encoders else None
+    melody = load_encoder(args.melody, kind="melody") if need_encoders and args.melody.is_file() else None
 
     sections = []
-    md_eval, res_eval = evaluate(held, timbre, melody)
-    sections.append(
-        f"Held-out evaluation: {len(held.cat)} songs by {held.cat.songs['singer'].nunique()} *unseen* singers "
-        f"(synthetic catalogue seed 1; the encoders were trained on seed 0). Each song queries all other "
-        f"songs; melody mAP counts the same melody sung by other singers. Timbre checkpoint "
-        f"`{args.timbre.name}` ({tinfo['train'].get('command', '?')}; {tinfo['train'].get('seconds', 0) / 60:.1f} "
-        f"min training).\n\n{md_eval}")
-    if melody is None:
-        sections.append(f"(no melody checkpoint at `{args.melody}`: melody rows skipped)")
-    print(sections[-1] if melody is None else sections[0], flush=True)
+    if "eval" in parts:
+        tinfo = read_checkpoint(args.timbre)
+        md_eval, _ = evaluate(held, timbre, melody)
+        sections.append(
+            f"Held-out evaluation: {len(held.cat)} songs by {held.cat.songs['singer'].nunique()} *unseen* singers "
+            f"(synthetic catalogue seed 1; the encoders were trained on seed 0). Each song queries all other "
+            f"songs; melody mAP counts the same melody sung by other singers. Timbre checkpoint "
+            f"`{args.timbre.name}` (`{tinfo['train'].get('command', '?')}`, "
+            f"{tinfo['train'].get('seconds', 0) / 60:.1f} min of training epochs).\n\n{md_eval}")
+        if melody is None:
+            sections[-1] += f"\n\n(no melody checkpoint at `{args.melody}`: melody rows skipped)"
+        print(sections[-1], flush=True)
 
-    if not args.skip_ablation:
-        base = TimbreConfig(**{k: v for k, v in tinfo["config"].items() if k not in ("pitch", "stretch", "epochs")})
+    if "ablation" in parts:
+        base = TimbreConfig()  # the shipped encoder's recipe (its defaults); pitch / stretch / epochs vary
         md_abl, _ = ablation(train_manifest, held, args.data / "runs", epochs=args.ablation_epochs, base=base,
                              threads=args.threads)
         text = (f"Pair-policy ablation (timbre): same budget for every row -- {args.ablation_epochs} epochs of "
@@ -212,11 +218,12 @@ def main() -> None:
         sections.append(text)
         print(text, flush=True)
 
-    md_tp, _ = throughput(held, timbre, melody, args.data)
-    text = (f"Embedding throughput, {threads} torch thread(s) on this shared 2-core machine (median of 3 runs, "
-            f"4 songs of 3 minutes; target: >= 300x real time end to end, i.e. < 0.6 s per 3-min song).\n\n{md_tp}")
-    sections.append(text)
-    print(text, flush=True)
+    if "throughput" in parts:
+        md_tp, _ = throughput(held, timbre, melody, args.data)
+        text = (f"Embedding throughput, {threads} torch thread(s) on this shared 2-core machine (median of 3 runs, "
+                f"4 songs of 3 minutes; target: >= 300x real time end to end, i.e. < 0.6 s per 3-min song).\n\n{md_tp}")
+        sections.append(text)
+        print(text, flush=True)
 
     if not args.no_write:
         body = "\n\n".join(sections) + "\n\nReproduce: `python benchmarks/encoder_quality.py`"

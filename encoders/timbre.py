@@ -202,7 +202,7 @@ class TimbreConfig:
     n_mels: int = 48                         # input bands; must equal the FeatureConfig's n_mels
     channels: int = 128                      # TDNN width
     dilations: tuple[int, ...] = (1, 2, 3)   # one residual block per entry (kernel 3)
-    aggregate: bool = False                  # pool the concatenated outputs of all blocks, not just the last
+    aggregate: bool = True                   # pool the concatenated outputs of all blocks, not just the last
     stat_channels: int = 256                 # width before attentive statistics pooling
     emb_dim: int = 128                       # the timbre embedding (L2-normalised)
     proj_dim: int = 64                       # projection head output, used by the loss only
@@ -212,14 +212,14 @@ class TimbreConfig:
     hop_frames: int = 125                    # crop hop when embedding a whole song (2 s)
     # --- contrastive pair policy
     temperature: float = 0.1                 # NT-Xent temperature
-    positives: Literal["song", "singer"] = "song"  # base positive: another crop of the song / the singer
+    positives: Literal["song", "singer"] = "singer"  # base positive: another crop of the song / the singer
     songs_per_singer: int = 1                # anchors per singer in a batch ("P x K" batches when > 1)
     pitch: Policy = "neg"                    # pitch-shifted anchor: extra positive, hard negative, or unused
     stretch: Policy = "neg"                  # time-stretched anchor: likewise
     pitch_semitones: tuple[float, float] = (1.0, 3.0)   # |shift| range, random sign
     stretch_rates: tuple[float, float] = (0.7, 1.4)      # tempo factor range (> 1 = faster)
     stretch_min_change: float = 1.1                      # rates within [1/x, x] are not drawn
-    transform_variants: int = 3              # pre-rendered pitch / stretch variants per training song
+    transform_variants: int = 2              # pre-rendered pitch / stretch variants per training song
     # --- random recording chain per view
     chain: bool = True
     chain_clean_p: float = 0.1               # probability a view is left untouched
@@ -239,9 +239,9 @@ class TimbreConfig:
     mask_bands: int = 0                      # SpecAugment: max masked band range per view (0 = off)
     mask_frames: int = 0                     # SpecAugment: max masked frame range per view (0 = off)
     # --- optimisation
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 64                     # anchor songs per step (views per step: 2-4x this)
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     max_train_seconds: float = 30.0          # audio kept in memory per training song
