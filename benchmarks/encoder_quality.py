@@ -107,25 +107,36 @@ def evaluate(held: HeldOut, timbre, melody) -> tuple[str, dict]:
 
 
 def ablation(train_manifest: Path, held: HeldOut, runs: Path, *, epochs: int, base: TimbreConfig,
-             threads: int | None) -> tuple[str, list]:
-    """Train one timbre encoder per pair policy (same budget) and evaluate each on the held-out catalogue.
+             threads: int | None, seeds: tuple[int, ...] = (0,)) -> tuple[str, list]:
+    """Train one timbre encoder per pair policy and seed (same budget) and evaluate each on the held-out
+    catalogue; rows give the mean over seeds (each seed's value in brackets when there are several).
     Finished runs are reused (``train`` resumes them); runs share one song-bank cache."""
     rows, res = [], []
     for pitch, stretch in POLICIES:
-        out = runs / f"ablation-{pitch}-{stretch}"
-        t = time.perf_counter()
-        path = train(train_manifest, out, encoder="timbre", pitch=pitch, stretch=stretch, epochs=epochs,
-                     seed=0, progress=False, threads=threads, timbre_config=base, cache_dir=runs / "bank-cache",
-                     command=f"benchmarks/encoder_quality.py ablation pitch={pitch} stretch={stretch} epochs={epochs}")["timbre"]
-        ckpt = read_checkpoint(path)
-        enc = load_encoder(path)
-        s = held.scores(enc.embed_logmels(held.mels))
-        secs = ckpt["train"]["seconds"]
-        log.info("ablation %s/%s: %s (%.0f s, this call %.0f s)", pitch, stretch, s, secs, time.perf_counter() - t)
-        res.append({"pitch": pitch, "stretch": stretch, **s, "train_seconds": secs,
-                    "val_top1": ckpt["metrics"]["val_singer_top1"]})
-        rows.append([pitch, stretch, s["singer_top1"], s["singer_map"], s["melody_map"],
-                     ckpt["metrics"]["val_singer_top1"], f"{secs / 60:.1f}"])
+        per_seed = []
+        for seed in seeds:
+            out = runs / (f"ablation-{pitch}-{stretch}" + (f"-seed{seed}" if seed else ""))
+            t = time.perf_counter()
+            path = train(train_manifest, out, encoder="timbre", pitch=pitch, stretch=stretch, epochs=epochs,
+                         seed=seed, progress=False, threads=threads, timbre_config=base,
+                         cache_dir=runs / "bank-cache",
+                         command=f"benchmarks/encoder_quality.py ablation pitch={pitch} stretch={stretch} "
+                                 f"epochs={epochs} seed={seed}")["timbre"]
+            ckpt = read_checkpoint(path)
+            s = held.scores(load_encoder(path).embed_logmels(held.mels))
+            secs = ckpt["train"]["seconds"]
+            log.info("ablation %s/%s seed %d: %s (%.0f s, this call %.0f s)", pitch, stretch, seed, s, secs,
+                     time.perf_counter() - t)
+            per_seed.append({"pitch": pitch, "stretch": stretch, "seed": seed, **s, "train_seconds": secs,
+                             "val_top1": ckpt["metrics"]["val_singer_top1"]})
+        res += per_seed
+
+        def cell(key):
+            vals = [r[key] for r in per_seed]
+            each = f" ({' / '.join(f'{v:.3f}' for v in vals)})" if len(vals) > 1 else ""
+            return f"{np.mean(vals):.3f}{each}"
+        rows.append([pitch, stretch, cell("singer_top1"), cell("singer_map"), cell("melody_map"), cell("val_top1"),
+                     f"{np.mean([r['train_seconds'] for r in per_seed]) / 60:.1f}"])
     md = table(["pitch", "stretch", "held-out singer top-1", "held-out singer mAP", "melody mAP (leak)",
                 "val top-1 (seen singers)", "train min"], rows)
     return md, res
@@ -175,6 +186,7 @@ def main() -> None:
     ap.add_argument("--timbre", type=Path, default=DEFAULT_CHECKPOINTS["timbre"])
     ap.add_argument("--melody", type=Path, default=DEFAULT_CHECKPOINTS["melody"])
     ap.add_argument("--ablation-epochs", type=int, default=12, help="training budget of each ablation run")
+    ap.add_argument("--ablation-seeds", default="0", help="comma-separated training seeds per ablation row")
     ap.add_argument("--parts", default="eval,ablation,throughput",
                     help="comma-separated subset of eval, ablation, throughput")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: set_torch_threads())")
@@ -208,10 +220,12 @@ def main() -> None:
 
     if "ablation" in parts:
         base = TimbreConfig()  # the shipped encoder's recipe (its defaults); pitch / stretch / epochs vary
+        seeds = tuple(int(x) for x in args.ablation_seeds.split(","))
         md_abl, _ = ablation(train_manifest, held, args.data / "runs", epochs=args.ablation_epochs, base=base,
-                             threads=args.threads)
+                             threads=args.threads, seeds=seeds)
         text = (f"Pair-policy ablation (timbre): same budget for every row -- {args.ablation_epochs} epochs of "
-                f"the seed-0 catalogue's training split ({base.batch_size} anchor songs per step, same seed, "
+                f"the seed-0 catalogue's training split ({base.batch_size} anchor songs per step, training seeds "
+                f"{args.ablation_seeds}, "
                 f"model and recording-chain augmentation as the shipped encoder, positives = "
                 f"\"{base.positives}\"); a transform adds one view per anchor (pos: extra positive, neg: extra "
                 f"hard negative). Held-out = seed-1 catalogue as above.\n\n{md_abl}")

@@ -411,6 +411,7 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
     if encoder in ("both", "melody"):
         from encoders.melody import train_melody
 
-        kwargs = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size).items() if v is not None}
-        paths["melody"] = Path(train_melody(cat, out_dir / "melody.pt", seed=seed, resume=resume, **kwargs))
+        kwargs = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr).items() if v is not None}
+        paths["melody"] = Path(train_melody(cat, out_dir / "melody.pt", seed=seed, val_fraction=val_fraction,
+                                            resume=resume, progress=progress, command=command, **kwargs))
     return paths

@@ -34,7 +34,7 @@ def default_nprobe(index_key: str) -> int:
     if not index_key.startswith("IVF"):
         return 1
     nlist = int(index_key[3:].split(",")[0])
-    return max(8, nlist // 64)
+    return max(16, nlist // 32)  # 1M songs, IVF4096: 128 lists (recall@10 0.946 at 64, benchmarks/query.py)
 
 
 def build_index(embeddings: np.ndarray, index_key: str = "auto", metric: str = "ip", *,

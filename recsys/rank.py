@@ -43,6 +43,7 @@ TOP_SONGS = 3          # a singer's score is the mean of its best few song match
 CANDIDATE_SONGS = 400  # song neighbours fetched per encoder before aggregation to singers
 CANDIDATE_SINGERS = 100  # plus this many nearest singer vectors per encoder (exact; singers are few)
 EXACT_SINGERS = 2000   # up to this many singers every one is scored exactly
+RESCORE_SINGERS = 200  # above that, at most this many candidates (best singer-vector proxy) are scored exactly
 # A query is a handful of small matrix products: multi-threaded BLAS only adds hand-off cost, and on a
 # busy 2-core machine it made them ~10x slower (30 ms vs 2.4 ms measured), so queries run BLAS and OpenMP
 # (FAISS) on one thread.
@@ -103,6 +104,9 @@ class Recommender:
         bounds = np.cumsum(np.bincount(self._singer_of_song, minlength=len(singers)))[:-1]
         self._songs_of_singer = np.split(by_singer, bounds)
         self._encoders = None
+        self.rescore_singers = RESCORE_SINGERS  # see _candidates; benchmarks raise it for an exact reference
+        self._singer_names = singers["singer"].to_numpy(dtype=object)
+        self._singer_meta = {c: singers[c].to_numpy() for c in self.metadata_columns}
         self._map_songs = map_df[map_df["kind"] == "song"].set_index("id").reindex(songs["song_id"])
 
     @classmethod
@@ -247,7 +251,7 @@ class Recommender:
         for name in q.exclude:
             allowed[self._singer_row[name]] = False
 
-        cand = self._candidates(q, allowed, k)
+        cand = self._candidates(q, allowed, k, timbre_weight)
         if len(cand) == 0:
             return pd.DataFrame(columns=RESULT_COLUMNS + self.metadata_columns)
 
@@ -271,48 +275,56 @@ class Recommender:
             picked = np.where(picked_ok, np.take_along_axis(a, best, axis=2), 0.0)  # (Q, C, top)
             return q.weights @ (picked.sum(2) / n_top)
 
-        joint = fused.transpose(1, 0, 2).reshape(len(cand), -1).argmax(1)  # (C,) best (query song, song) pair
+        score, t_score, m_score = mean_top(fused), mean_top(t), mean_top(m)  # (C,) each
+        order = np.lexsort((cand, -score))  # best first, ties by singer row (deterministic)
+        order = self._mmr(cand[order], score[order], k, diversity, order) if diversity > 0 else order[:k]
+        # only the k returned rows are assembled (a DataFrame over all candidates cost more than the scoring)
+        joint = fused[:, order].transpose(1, 0, 2).reshape(len(order), -1).argmax(1)  # (k,) best pair
         pair_q, pair_m = np.divmod(joint, width)
-        res = pd.DataFrame({"row": cand, "score": mean_top(fused), "timbre_score": mean_top(t),
-                            "melody_score": mean_top(m), "query_song": [q.labels[i] for i in pair_q],
-                            "match_song": self._song_ids[flat[pos[np.arange(len(cand)), pair_m]]]})
-        res = res.sort_values(["score", "row"], ascending=[False, True], kind="stable")
-        order = self._mmr(res, k, diversity) if diversity > 0 else res.index[:k]
-        res = res.loc[order].reset_index(drop=True)
-        res.insert(0, "rank", np.arange(1, len(res) + 1))
-        res.insert(1, "singer", self.singers["singer"].iloc[res["row"]].to_numpy())
-        meta = self.singers.iloc[res["row"]][self.metadata_columns].reset_index(drop=True)
-        return pd.concat([res.drop(columns="row"), meta], axis=1)
+        rows = cand[order]
+        out = {"rank": np.arange(1, len(order) + 1), "singer": self._singer_names[rows],
+               "score": score[order], "timbre_score": t_score[order], "melody_score": m_score[order],
+               "query_song": [q.labels[i] for i in pair_q],
+               "match_song": self._song_ids[flat[pos[order, pair_m]]]}
+        out.update({c: v[rows] for c, v in self._singer_meta.items()})
+        return pd.DataFrame(out)
 
-    def _candidates(self, q: _QuerySet, allowed: np.ndarray, k: int) -> np.ndarray:
+    def _candidates(self, q: _QuerySet, allowed: np.ndarray, k: int, timbre_weight: float) -> np.ndarray:
         """Singer rows to score exactly (see module docstring, step 2)."""
         if len(self.singers) <= EXACT_SINGERS:
             return np.flatnonzero(allowed)
         cand = set()
         n_songs = min(len(self.songs), max(CANDIDATE_SONGS, 40 * k))
         n_singers = min(len(self.singers), max(CANDIDATE_SINGERS, 10 * k))
+        centroids, sims = {}, {}
         for kind in KINDS:
-            centroid = l2_normalise((q.weights[:, None] * q.vectors[kind]).sum(0, keepdims=True))
-            _, ids = search(self.song_indexes[kind], centroid, n_songs)
+            centroids[kind] = l2_normalise((q.weights[:, None] * q.vectors[kind]).sum(0, keepdims=True))
+            _, ids = search(self.song_indexes[kind], centroids[kind], n_songs)
             cand.update(self._singer_of_song[ids[0][ids[0] >= 0]].tolist())
-            sims = np.asarray(self.singer_vectors[kind]) @ centroid[0]  # (S,)
-            cand.update(np.argpartition(-sims, n_singers - 1)[:n_singers].tolist())
+            sims[kind] = np.asarray(self.singer_vectors[kind]) @ centroids[kind][0]  # (S,)
+            cand.update(np.argpartition(-sims[kind], n_singers - 1)[:n_singers].tolist())
         cand = np.array(sorted(cand), dtype=np.int64)
         cand = cand[allowed[cand]]
-        return cand if len(cand) >= k else np.flatnonzero(allowed)
+        if len(cand) < k:
+            return np.flatnonzero(allowed)
+        n_rescore = max(self.rescore_singers, 10 * k)
+        if len(cand) > n_rescore:  # keep the best by fused singer-vector similarity (a cheap proxy)
+            proxy = timbre_weight * sims["timbre"][cand] + (1 - timbre_weight) * sims["melody"][cand]
+            cand = np.sort(cand[np.argpartition(-proxy, n_rescore - 1)[:n_rescore]])
+        return cand
 
-    def _mmr(self, res: pd.DataFrame, k: int, diversity: float) -> list:
-        """Maximal marginal relevance: relevance minus similarity to singers already picked."""
-        vecs = self.singer_vectors["timbre"][res["row"].to_numpy()]
+    def _mmr(self, rows: np.ndarray, scores: np.ndarray, k: int, diversity: float, order: np.ndarray) -> np.ndarray:
+        """Maximal marginal relevance over candidates sorted best first (singer ``rows``, their ``scores``):
+        relevance minus similarity to singers already picked. Returns the picked entries of ``order``."""
+        vecs = self.singer_vectors["timbre"][rows]
         sims = vecs @ vecs.T
-        scores = res["score"].to_numpy()
-        picked, left = [], list(range(len(res)))
+        picked, left = [], list(range(len(rows)))
         while left and len(picked) < k:
             penalty = sims[np.ix_(left, picked)].max(1) if picked else np.zeros(len(left))
             best = left[int(np.argmax((1 - diversity) * scores[left] - diversity * penalty))]
             picked.append(best)
             left.remove(best)
-        return [res.index[i] for i in picked]
+        return order[picked]
 
     # ------------------------------------------------------------------ map and clusters
     def place_on_map(self, vectors: Mapping, n_neighbors: int = 5) -> tuple[float, float]:
