@@ -215,7 +215,7 @@ class TimbreConfig:
     positives: Literal["song", "singer"] = "singer"  # base positive: another crop of the song / the singer
     songs_per_singer: int = 1                # anchors per singer in a batch ("P x K" batches when > 1)
     pitch: Policy = "neg"                    # pitch-shifted anchor: extra positive, hard negative, or unused
-    stretch: Policy = "neg"                  # time-stretched anchor: likewise
+    stretch: Policy = "pos"                  # time-stretched anchor: likewise (best pair in the ablation)
     pitch_semitones: tuple[float, float] = (1.0, 3.0)   # |shift| range, random sign
     stretch_rates: tuple[float, float] = (0.7, 1.4)      # tempo factor range (> 1 = faster)
     stretch_min_change: float = 1.1                      # rates within [1/x, x] are not drawn

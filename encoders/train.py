@@ -374,7 +374,7 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
     encoder : which encoder(s) to train
     pitch, stretch : timbre pair policy for pitch-shifted / time-stretched copies of the anchor crop:
         ``"pos"`` (extra positive), ``"neg"`` (extra hard negative) or ``"none"``; None keeps the
-        ``timbre_config`` / :class:`~encoders.timbre.TimbreConfig` default (``"neg"`` for both)
+        ``timbre_config`` / :class:`~encoders.timbre.TimbreConfig` default (pitch ``"neg"``, stretch ``"pos"``)
     positives : timbre base positive, ``"song"`` (another crop of the same song, self-supervised) or
         ``"singer"`` (a crop of another song by the same singer); default: the TimbreConfig default
     epochs, batch_size, lr : override the encoders' defaults (None keeps them)

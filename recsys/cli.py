@@ -80,7 +80,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Folder for timbre.pt / melody.pt (and resumable state)."),
     encoder: str = typer.Option("both", help="timbre, melody or both."),
     pitch: str = typer.Option("neg", help="Pitch-shifted views as none, pos or neg pairs (timbre)."),
-    stretch: str = typer.Option("neg", help="Time-stretched views as none, pos or neg pairs (timbre)."),
+    stretch: str = typer.Option("pos", help="Time-stretched views as none, pos or neg pairs (timbre)."),
     positives: Optional[str] = typer.Option(None, help="Timbre base positive: another crop of the same 'song' "
                                                       "or a song by the same 'singer' (default: the config's)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (default: the encoder's config)."),
