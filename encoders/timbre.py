@@ -239,7 +239,7 @@ class TimbreConfig:
     mask_bands: int = 0                      # SpecAugment: max masked band range per view (0 = off)
     mask_frames: int = 0                     # SpecAugment: max masked frame range per view (0 = off)
     # --- optimisation
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 64                     # anchor songs per step (views per step: 2-4x this)
     lr: float = 3e-3
     weight_decay: float = 1e-4
