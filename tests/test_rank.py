@@ -103,3 +103,48 @@ def test_cli_errors_and_evaluate(tiny_index):
     metrics = json.loads(out.output)
     assert metrics["songs"] == 12 and 0.0 <= metrics["ndcg@10"] <= 1.0
     assert 0.0 <= metrics["melody_map_across_singers"] <= 1.0
+
+
+def _vector_recommender(n_singers: int, songs_per_singer: int, seed: int = 0) -> Recommender:
+    """A Recommender over clustered random unit vectors (no audio), exact FAISS indexes."""
+    from encoders.base import l2_normalise
+    from index.faiss_index import build_index
+
+    rng = np.random.default_rng(seed)
+    owner = np.repeat(np.arange(n_singers), songs_per_singer)
+    names = np.array([f"s{i:04d}" for i in range(n_singers)])
+    vecs, singer_vecs, indexes = {}, {}, {}
+    for kind, d in (("timbre", 32), ("melody", 16)):
+        centres = rng.standard_normal((n_singers, d)).astype(np.float32)
+        vecs[kind] = l2_normalise(centres[owner] + 0.5 * rng.standard_normal((len(owner), d)).astype(np.float32))
+        sums = np.zeros((n_singers, d), np.float32)
+        np.add.at(sums, owner, vecs[kind])
+        singer_vecs[kind] = l2_normalise(sums)
+        indexes[kind] = build_index(vecs[kind], "Flat")
+    songs = pd.DataFrame({"song_id": [f"{names[o]}/{i}" for i, o in enumerate(owner)], "singer": names[owner]})
+    singers = pd.DataFrame({"singer": names, "n_songs": songs_per_singer, "group": np.arange(n_singers) % 3})
+    map_df = pd.DataFrame({"kind": "song", "id": songs["song_id"], "singer": songs["singer"], "x": 0.0, "y": 0.0,
+                           "cluster": 0})
+    return Recommender(None, {}, songs, singers, map_df, vecs, singer_vecs, indexes, pd.DataFrame())
+
+
+def test_large_catalogue_path_scores_exactly_and_keeps_the_best(monkeypatch):
+    """Above EXACT_SINGERS only candidates are scored (at most rescore_singers of them, chosen by singer
+    vectors); each returned score must equal the exact one, and the top results must mostly agree."""
+    import recsys.rank as rank
+
+    rec = _vector_recommender(400, 4)
+    queries = rec.singers["singer"].tolist()[:40]
+    exact = {q: rec.similar_singers(q, k=10, filters={"group": [0, 1]}) for q in queries}  # 400 <= 2000: all
+    monkeypatch.setattr(rank, "EXACT_SINGERS", 50)
+    rec.rescore_singers = 30
+    overlap, top1 = [], []
+    for q in queries:
+        approx = rec.similar_singers(q, k=10, filters={"group": [0, 1]})
+        assert len(approx) == 10 and q not in set(approx["singer"]) and set(approx["group"]) <= {0, 1}
+        ref = exact[q].set_index("singer")["score"]
+        common = [s for s in approx["singer"] if s in ref.index]
+        np.testing.assert_allclose(approx.set_index("singer").loc[common, "score"], ref[common], atol=1e-6)
+        overlap.append(len(common) / 10)
+        top1.append(approx["singer"][0] == exact[q]["singer"][0])
+    assert np.mean(top1) >= 0.95 and np.mean(overlap) >= 0.8, (np.mean(top1), np.mean(overlap))
