@@ -51,6 +51,11 @@ _BLAS = ThreadpoolController()
 RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "query_song", "match_song"]
 
 
+def _name_key(name: str) -> str:
+    """A singer name for matching: case-folded letters and digits only ("Ada Holm" == "ada-holm")."""
+    return "".join(ch for ch in str(name).casefold() if ch.isalnum())
+
+
 # ---------------------------------------------------------------------------------------------- queries
 @dataclass(frozen=True)
 class Singer:
@@ -155,14 +160,16 @@ class Recommender:
 
     # ------------------------------------------------------------------ resolving queries
     def resolve_singer(self, name: str) -> str:
-        """The catalogue's name for ``name`` (exact, then case-insensitive); error lists the closest names."""
+        """The catalogue's name for ``name``: exact, else the one name equal to it ignoring case, spaces and
+        punctuation ("Ada Holm" -> "ada-holm"); otherwise an error listing the closest names."""
         if name in self._singer_row:
             return name
-        lower = {s.lower(): s for s in self._singer_row}
-        if name.lower() in lower:
-            return lower[name.lower()]
-        close = difflib.get_close_matches(name, list(self._singer_row), n=5, cutoff=0.5)
-        hint = f"; closest: {', '.join(close)}" if close else ""
+        key = _name_key(name)
+        same = [s for s in self._singer_row if _name_key(s) == key] if key else []
+        if len(same) == 1:
+            return same[0]
+        close = same or difflib.get_close_matches(name, list(self._singer_row), n=5, cutoff=0.5)
+        hint = f"; {'ambiguous' if same else 'closest'}: {', '.join(close)}" if close else ""
         raise SingrecError(f"unknown singer {name!r}{hint}")
 
     def embed_clip(self, source, *, label: str = "clip") -> dict:

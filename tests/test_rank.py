@@ -72,6 +72,17 @@ def test_clear_errors(rec, tmp_path):
     with pytest.raises(SingrecError, match="clip.wav"):
         rec.similar_singers(Audio(str(bad)))
     assert rec.resolve_singer(name.upper()) == name
+    assert rec.resolve_singer(" " + name.replace("-", " ").title()) == name  # "Ada Holm" finds "ada-holm"
+
+
+def test_singer_names_that_differ_only_in_punctuation_are_ambiguous(tiny_index):
+    rec = Recommender.load(tiny_index)
+    name = rec.singers["singer"][0]
+    twin = name.replace("-", "_") if "-" in name else name + "_"
+    rec._singer_row = {**rec._singer_row, twin: len(rec._singer_row)}  # a second singer with the same key
+    assert rec.resolve_singer(twin) == twin and rec.resolve_singer(name) == name  # exact names still work
+    with pytest.raises(SingrecError, match="ambiguous"):
+        rec.resolve_singer(name.replace("-", " ").upper())
 
 
 def test_map_and_clusters(rec):
