@@ -32,6 +32,7 @@ from data.catalogue import Catalogue
 from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
+from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION, ExpressionEmbedder
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
 from index.map import compute_map
 from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, read_info, write_csv, write_json,
@@ -40,6 +41,7 @@ from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, re
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 32  # songs per resumable unit of work
+ALL_KINDS = (*KINDS, "expression")  # per-song arrays gathered from the chunks (expression: raw descriptors)
 FAILURE_COLUMNS = ["song_id", "singer", "path", "reason"]
 
 
@@ -69,21 +71,23 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
 
     Returns
     -------
-    vectors : {kind: float32 (M, d)} for the M files that loaded, in input order
+    vectors : {kind: float32 (M, d)} for the M files that loaded, in input order: the encoders' unit vectors
+        and the raw ``expression`` descriptors (encoders/expression.py)
     durations : float32 (M,) seconds
     failures : [(position in ``paths``, reason)]
     """
-    timbre, melody, failed = embed_songs(paths, encoders, on_error="skip", progress=False)
+    vectors, failed = embed_songs(paths, {**encoders, "expression": ExpressionEmbedder()}, on_error="skip",
+                                  progress=False)
     failures = [(f.index, f.reason) for f in failed]
     bad = {i for i, _ in failures}
     durations = np.array([sf.info(p).duration for i, p in enumerate(paths) if i not in bad], np.float32)
-    return {"timbre": timbre, "melody": melody}, durations, failures
+    return vectors, durations, failures
 
 
 def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({k: encoder_info(e)["sha256"] for k, e in sorted(encoders.items())}).encode())
-    h.update(f"{chunk_size}\n".encode())
+    h.update(f"{chunk_size} expression-v{EXPRESSION_VERSION}\n".encode())
     h.update("\n".join(song_ids).encode())
     return h.hexdigest()
 
@@ -93,6 +97,10 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[pd.DataFrame, dict]
     check_encoders(info, encoders, index_dir)
     songs = pd.read_parquet(index_dir / "songs.parquet")
     vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy") for k in KINDS}
+    if info.get("expression", {}).get("version") != EXPRESSION_VERSION:
+        raise SingrecError("this index has no (or older) expression descriptors; rebuild it without --append",
+                           index_dir)
+    vectors["expression"] = np.load(index_dir / "embeddings" / "songs_expression.npy")
     return songs, vectors
 
 
@@ -127,7 +135,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     build_dir = out_dir / "build"
 
     # ---- what is already done: a previous index (append) and an interrupted run's chunks
-    prev_songs, prev_vectors = pd.DataFrame(columns=["song_id"]), {k: None for k in KINDS}
+    prev_songs, prev_vectors = pd.DataFrame(columns=["song_id"]), {k: None for k in ALL_KINDS}
     if append:
         if (out_dir / "index.json").is_file():
             prev_songs, prev_vectors = _load_previous(out_dir, encoders)
@@ -168,18 +176,18 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     bar.close()
 
     # ---- gather: previous vectors of songs still in the catalogue + this build's chunks
-    ids, durs, vecs, fails = [], [], {k: [] for k in KINDS}, []
+    ids, durs, vecs, fails = [], [], {k: [] for k in ALL_KINDS}, []
     keep_prev = prev_songs["song_id"].isin(set(cat.songs["song_id"])).to_numpy()
     if keep_prev.any():
         ids += prev_songs["song_id"][keep_prev].tolist()
         durs += prev_songs["duration"][keep_prev].tolist()
-        for k in KINDS:
+        for k in ALL_KINDS:
             vecs[k].append(prev_vectors[k][keep_prev])
     for c in range(n_chunks):
         with np.load(build_dir / f"part-{c:05d}.npz") as z:
             ids += z["song_ids"].tolist()
             durs += z["durations"].tolist()
-            for k in KINDS:
+            for k in ALL_KINDS:
                 vecs[k].append(z[f"vec_{k}"])
             fails += list(zip(z["failed_ids"].tolist(), z["failed_reasons"].tolist()))
     by_id = cat.songs.set_index("song_id")
@@ -191,6 +199,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     order = np.argsort(np.array(ids, dtype=object), kind="stable")  # row order = song id order
     song_vecs = {k: l2_normalise(np.concatenate([v for v in vecs[k] if len(v)]))[order] for k in KINDS}
+    song_expr = np.concatenate([v for v in vecs["expression"] if len(v)]).astype(np.float32)[order]  # (N, 7) raw
     songs = by_id.loc[np.array(ids, dtype=object)[order]].reset_index()
     songs.insert(songs.columns.get_loc("singer") + 1, "duration", np.asarray(durs, np.float32)[order])
 
@@ -202,6 +211,9 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         sums = np.zeros((len(singer_names), song_vecs[k].shape[1]), np.float64)
         np.add.at(sums, codes, song_vecs[k])
         singer_vecs[k] = l2_normalise(sums)
+    singer_expr = np.zeros((len(singer_names), song_expr.shape[1]), np.float64)
+    np.add.at(singer_expr, codes, song_expr)
+    singer_expr = (singer_expr / np.bincount(codes, minlength=len(singer_names))[:, None]).astype(np.float32)
     singer_meta = cat.singer_table().drop(columns="n_songs")
     singers = pd.DataFrame({"singer": singer_names, "n_songs": np.bincount(codes, minlength=len(singer_names))})
     singers = singers.merge(singer_meta, on="singer", how="left")
@@ -219,6 +231,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         save_index(idx, out_dir / f"{k}_songs.faiss", info={"factory": song_key, "encoder": k, **extra})
         save_index(build_index(singer_vecs[k], "Flat"), out_dir / f"{k}_singers.faiss",
                    info={"factory": "Flat", "encoder": k})
+    write_npy(out_dir / "embeddings" / "songs_expression.npy", song_expr)
+    write_npy(out_dir / "embeddings" / "singers_expression.npy", singer_expr)  # mean of the singer's songs
     write_parquet(out_dir / "songs.parquet", songs)
     write_parquet(out_dir / "singers.parquet", singers)
     write_parquet(out_dir / "map.parquet", map_df)
@@ -231,6 +245,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
                       "fingerprint": cat.fingerprint()},
         "encoders": {k: encoder_info(encoders[k]) for k in KINDS},
         "features": features.to_dict(),
+        "expression": {"version": EXPRESSION_VERSION, "features": list(EXPRESSION_FEATURES)},
         "dims": {k: int(song_vecs[k].shape[1]) for k in KINDS},
         "counts": {"songs": len(songs), "singers": len(singers), "failures": len(failures)},
         "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product"},

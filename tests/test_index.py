@@ -70,6 +70,12 @@ def test_index_directory_contents(tiny_index, tiny_catalogue):
                  "embeddings/songs_timbre.npy", "embeddings/singers_melody.npy"]:
         assert (tiny_index / name).is_file(), name
     assert not (tiny_index / "build").exists()
+    expr = np.load(tiny_index / "embeddings/songs_expression.npy")  # raw descriptors, one row per song
+    assert expr.shape == (12, len(info["expression"]["features"])) and np.isfinite(expr).all()
+    singer_expr = np.load(tiny_index / "embeddings/singers_expression.npy")
+    songs_singer = pd.read_parquet(tiny_index / "songs.parquet")["singer"]
+    first = sorted(songs_singer.unique())[0]
+    np.testing.assert_allclose(singer_expr[0], expr[(songs_singer == first).to_numpy()].mean(0), rtol=1e-5)
     songs = pd.read_parquet(tiny_index / "songs.parquet")
     assert list(songs["song_id"]) == sorted(songs["song_id"]) and {"gender", "melody_id", "duration"} <= set(songs)
     m = pd.read_parquet(tiny_index / "map.parquet")
@@ -115,7 +121,7 @@ def _same_index(a: Path, b: Path):
         # absolute paths differ when the catalogue was copied; everything else must be identical
         pd.testing.assert_frame_equal(pd.read_parquet(a / name).drop(columns="path", errors="ignore"),
                                       pd.read_parquet(b / name).drop(columns="path", errors="ignore"))
-    for kind in ["timbre", "melody"]:
+    for kind in ["timbre", "melody", "expression"]:
         np.testing.assert_allclose(np.load(a / f"embeddings/songs_{kind}.npy"),
                                    np.load(b / f"embeddings/songs_{kind}.npy"), atol=1e-5)
     ra, rb = Recommender.load(a), Recommender.load(b)
