@@ -139,7 +139,9 @@ def similar(
     song: Optional[str] = typer.Option(None, "--song", help="Query song id."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="Query audio file (embedded on the fly)."),
     k: int = typer.Option(10, "--k", help="Number of singers."),
-    timbre_weight: float = typer.Option(0.7, help="Weight of timbre vs melody similarity, 0..1."),
+    timbre_weight: float = typer.Option(0.7, help="Weight of the voice (timbre) vs melody similarity, 0..1."),
+    expression_weight: float = typer.Option(
+        0.4, help="Share of the voice score given to singing expression (vibrato, onsets, glides), 0..1."),
     where: list[str] = typer.Option([], "--where", help="Metadata filter COLUMN=VALUE[,VALUE...]; repeatable."),
     diversity: float = typer.Option(0.0, help="0 = pure relevance, up to 1 = more varied results (MMR)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON records instead of a table."),
@@ -164,7 +166,7 @@ def similar(
         query = Song(song) if song is not None else Audio(str(audio), label=Path(audio).name)
     rec = _run(Recommender.load, index_dir)
     res = _run(rec.similar_singers, query, k=k, timbre_weight=timbre_weight,
-               filters=_run(_parse_where, where), diversity=diversity)
+               filters=_run(_parse_where, where), diversity=diversity, expression_weight=expression_weight)
     if as_json:
         typer.echo(to_json(res))
     else:
@@ -179,12 +181,14 @@ def evaluate(
     index_dir: Path = typer.Argument(..., help="Index directory made by `singrec index`."),
     k: int = typer.Option(10, "--k", help="Cut-off of nDCG."),
     timbre_weight: float = typer.Option(0.7, help="Weight used by the ranking being evaluated."),
+    expression_weight: float = typer.Option(0.4, help="Expression share used by the ranking being evaluated."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Retrieval metrics of an index (and nDCG vs ground truth for synthetic catalogues)."""
     from recsys.evaluate import evaluate_index
 
-    metrics = _run(evaluate_index, index_dir, k=k, timbre_weight=timbre_weight)
+    metrics = _run(evaluate_index, index_dir, k=k, timbre_weight=timbre_weight,
+                   expression_weight=expression_weight)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -231,10 +235,13 @@ def demo(
 
     from encoders.checkpoint import DEFAULT_CHECKPOINTS, file_sha256
 
-    try:  # up to date = same catalogue files and the same shipped encoder weights
+    from encoders.expression import EXPRESSION_VERSION
+
+    try:  # up to date = same catalogue files, the same shipped encoder weights and expression descriptors
         info = read_info(index_dir)
         fresh = info["catalogue"].get("fingerprint") == cat.fingerprint() and all(
-            info["encoders"][k]["sha256"] == file_sha256(p) for k, p in DEFAULT_CHECKPOINTS.items())
+            info["encoders"][k]["sha256"] == file_sha256(p) for k, p in DEFAULT_CHECKPOINTS.items()) and \
+            info.get("expression", {}).get("version") == EXPRESSION_VERSION
     except (SingrecError, KeyError, OSError):
         fresh = False
     if fresh:
@@ -243,16 +250,18 @@ def demo(
         typer.echo(f"[2/3] index: embedding {len(cat)} songs with the shipped encoders into {index_dir} ...")
         typer.echo("      " + _run(build_catalogue_index, cat, index_dir).summary())
 
-    from recsys.rank import Recommender
+    from recsys.rank import EXPRESSION_WEIGHT, Recommender
 
     rec = _run(Recommender.load, index_dir)
-    typer.echo("[3/3] similar singers (score = 0.7 timbre + 0.3 melody):")
+    ew = EXPRESSION_WEIGHT
+    typer.echo(f"[3/3] similar singers (score = 0.7 x ({1 - ew:g} timbre + {ew:g} expression) + 0.3 melody):")
     import pandas as pd
     for name in rec.singers["singer"].iloc[[0, len(rec.singers) // 2]]:
         res = rec.similar_singers(name, k=5)
         meta = " ".join(str(rec.singers.set_index("singer").at[name, c]) for c in rec.metadata_columns[:2])
         typer.echo(f"\n  like {name} ({meta}):")
-        cols = ["rank", "singer", "score", "timbre_score", "melody_score", "match_song", *rec.metadata_columns[:2]]
+        cols = ["rank", "singer", "score", "timbre_score", "expression_score", "melody_score", "match_song",
+                *rec.metadata_columns[:2]]
         with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
             typer.echo("    " + res[cols].to_string(index=False).replace("\n", "\n    "))
     typer.echo(f"\nready in {time.perf_counter() - t_start:.0f} s")

@@ -122,9 +122,12 @@ def load_ground_truth(index_info: dict) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float = 0.7) -> dict:
+def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float = 0.7,
+                   expression_weight: float | None = None) -> dict:
     """Retrieval metrics of an index, and nDCG@k of its similar-singer ranking when ground truth exists."""
-    from recsys.rank import Recommender
+    from recsys.rank import EXPRESSION_WEIGHT, Recommender
+
+    ew = EXPRESSION_WEIGHT if expression_weight is None else expression_weight
 
     rec = Recommender.load(index_dir)
     songs = rec.songs
@@ -142,10 +145,14 @@ def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float =
     if gt is not None:
         gt = gt[gt["singer"].isin(set(rec.singers["singer"]))]
         truth = ground_truth_neighbours(gt, k)
-        out[f"ndcg@{k}"] = ranking_ndcg(
-            lambda s: rec.similar_singers(s, k=k, timbre_weight=timbre_weight)["singer"].tolist(), truth, k)
-        out[f"ndcg@{k}_timbre_only"] = ranking_ndcg(
-            lambda s: rec.similar_singers(s, k=k, timbre_weight=1.0)["singer"].tolist(), truth, k)
+        def ndcg(tw, ew_):
+            return ranking_ndcg(lambda s: rec.similar_singers(s, k=k, timbre_weight=tw, expression_weight=ew_)[
+                "singer"].tolist(), truth, k)
+
+        out[f"ndcg@{k}"] = ndcg(timbre_weight, ew)
+        out[f"ndcg@{k}_voice_only"] = ndcg(1.0, ew)  # timbre + expression, no melody
+        out[f"ndcg@{k}_timbre_only"] = ndcg(1.0, 0.0)
+        out[f"ndcg@{k}_expression_only"] = ndcg(1.0, 1.0)
         out[f"ndcg@{k}_random"] = float(np.mean([
             ndcg_at_k(np.random.default_rng(i).permutation([x for x in truth if x != s])[:k], rel, k)
             for i, (s, rel) in enumerate(truth.items())]))

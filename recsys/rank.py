@@ -14,6 +14,12 @@ How a query is answered:
    ``timbre_weight * timbre + (1 - timbre_weight) * melody`` to every query song (exact, from the raw
    vectors), and the singer's scores are the means over its ``TOP_SONGS`` best song matches, per query
    song, weighted over query songs: song neighbours aggregate to singers.
+   The voice part also compares *how* the singers sing: ``expression_score`` is
+   ``1 - |z_query - z_singer|^2 / (2 * 7)`` over the seven expression descriptors (encoders/expression.py:
+   vibrato, onsets, glides), each standardised over the catalogue's singers (1 = the same, ~0 = as far
+   apart as two random singers), and
+   ``score = timbre_weight * ((1 - expression_weight) * timbre + expression_weight * expression)
+   + (1 - timbre_weight) * melody``.
 4. The query singer(s) are excluded; ``filters`` restrict singers by metadata; ``diversity > 0`` re-ranks
    with maximal marginal relevance (MMR) on singer timbre vectors.
 
@@ -35,6 +41,7 @@ from threadpoolctl import ThreadpoolController
 from data.errors import SingrecError
 from encoders.base import l2_normalise
 from index.faiss_index import load_index, search
+from encoders.expression import EXPRESSION_VERSION, ExpressionEmbedder
 from index.store import KINDS, check_encoders, read_info
 
 log = logging.getLogger(__name__)
@@ -48,7 +55,9 @@ RESCORE_SINGERS = 200  # above that, at most this many candidates (best singer-v
 # busy 2-core machine it made them ~10x slower (30 ms vs 2.4 ms measured), so queries run BLAS and OpenMP
 # (FAISS) on one thread.
 _BLAS = ThreadpoolController()
-RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "query_song", "match_song"]
+EXPRESSION_WEIGHT = 0.4  # share of the voice score given to expression (chosen on the training catalogue)
+RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "expression_score", "query_song",
+                  "match_song"]
 
 
 def _name_key(name: str) -> str:
@@ -85,7 +94,7 @@ Query = Union[str, Singer, Song, Audio, Mix]
 
 @dataclass
 class _QuerySet:
-    vectors: dict          # kind -> (Q, d) query song vectors
+    vectors: dict          # kind -> (Q, d) query song vectors ("expression": raw descriptors, if indexed)
     weights: np.ndarray    # (Q,) summing to 1
     labels: list           # (Q,) query song ids (or the clip label)
     exclude: set           # singers not to recommend
@@ -97,7 +106,8 @@ class Recommender:
 
     def __init__(self, index_dir: Path, info: dict, songs: pd.DataFrame, singers: pd.DataFrame,
                  map_df: pd.DataFrame, song_vectors: dict, singer_vectors: dict, song_indexes: dict,
-                 failures: pd.DataFrame):
+                 failures: pd.DataFrame, song_expression: np.ndarray | None = None,
+                 singer_expression: np.ndarray | None = None):
         self.index_dir, self.info = index_dir, info
         self.songs, self.singers, self.map, self.failures = songs, singers, map_df, failures
         self.song_vectors, self.singer_vectors, self.song_indexes = song_vectors, singer_vectors, song_indexes
@@ -109,6 +119,12 @@ class Recommender:
         bounds = np.cumsum(np.bincount(self._singer_of_song, minlength=len(singers)))[:-1]
         self._songs_of_singer = np.split(by_singer, bounds)
         self._encoders = None
+        # expression descriptors (raw) and their standardisation over the catalogue's singers
+        self.song_expression, self.singer_expression = song_expression, singer_expression
+        if singer_expression is not None:
+            x = np.asarray(singer_expression, np.float64)
+            self._expr_mean, self._expr_std = x.mean(0), np.maximum(x.std(0), 1e-6)
+            self._singer_expr_z = (x - self._expr_mean) / self._expr_std  # (S, 7)
         self.rescore_singers = RESCORE_SINGERS  # see _candidates; benchmarks raise it for an exact reference
         self._singer_names = singers["singer"].to_numpy(dtype=object)
         self._singer_meta = {c: singers[c].to_numpy() for c in self.metadata_columns}
@@ -133,7 +149,15 @@ class Recommender:
         song_indexes = {k: load_index(index_dir / f"{k}_songs.faiss") for k in KINDS}
         fpath = index_dir / "failures.csv"
         failures = pd.read_csv(fpath) if fpath.is_file() and fpath.stat().st_size else pd.DataFrame()
-        return cls(index_dir, info, songs, singers, map_df, song_vectors, singer_vectors, song_indexes, failures)
+        song_expr = singer_expr = None
+        if info.get("expression", {}).get("version") == EXPRESSION_VERSION:
+            song_expr = np.load(index_dir / "embeddings" / "songs_expression.npy")
+            singer_expr = np.load(index_dir / "embeddings" / "singers_expression.npy")
+        else:
+            log.warning("%s has no current expression descriptors: rankings use timbre and melody only "
+                        "(rebuild the index to add them)", index_dir)
+        return cls(index_dir, info, songs, singers, map_df, song_vectors, singer_vectors, song_indexes, failures,
+                   song_expr, singer_expr)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -173,11 +197,13 @@ class Recommender:
         raise SingrecError(f"unknown singer {name!r}{hint}")
 
     def embed_clip(self, source, *, label: str = "clip") -> dict:
-        """Embed an audio file or waveform with the index's encoders: {kind: (d,)}."""
+        """Embed an audio file or waveform with the index's encoders (and the expression descriptors):
+        {kind: (d,)}."""
         from encoders.embed import embed_songs
 
-        timbre, melody = embed_songs([source], self.encoders(), progress=False, workers=1)
-        return {"timbre": timbre[0], "melody": melody[0]}
+        out = embed_songs([source], {**self.encoders(), "expression": ExpressionEmbedder()}, progress=False,
+                          workers=1)
+        return {k: v[0] for k, v in out.items()}
 
     def _query_set(self, query: Query) -> _QuerySet:
         if isinstance(query, str):
@@ -201,19 +227,31 @@ class Recommender:
                 rows += songs.tolist()
                 weights += [w / total / len(songs)] * len(songs)
             rows = np.array(rows)
-            return _QuerySet({k: np.asarray(self.song_vectors[k][rows]) for k in KINDS}, np.array(weights),
-                             self._song_ids[rows].tolist(), exclude)
+            return _QuerySet(self._song_rows(rows), np.array(weights), self._song_ids[rows].tolist(), exclude)
         if isinstance(query, Song):
             if query.song_id not in self._song_row:
                 close = difflib.get_close_matches(query.song_id, list(self._song_row), n=5, cutoff=0.5)
                 raise SingrecError(f"unknown song {query.song_id!r}" + (f"; closest: {', '.join(close)}" if close else ""))
             r = self._song_row[query.song_id]
-            return _QuerySet({k: np.asarray(self.song_vectors[k][[r]]) for k in KINDS}, np.ones(1),
-                             [query.song_id], {self.songs["singer"].iloc[r]})
+            return _QuerySet(self._song_rows(np.array([r])), np.ones(1), [query.song_id],
+                             {self.songs["singer"].iloc[r]})
         if isinstance(query, Audio):
             vecs = self.embed_clip(query.source, label=query.label)
-            return _QuerySet({k: vecs[k][None] for k in KINDS}, np.ones(1), [query.label], set())
+            return _QuerySet({k: v[None] for k, v in vecs.items()}, np.ones(1), [query.label], set())
         raise SingrecError(f"unsupported query type {type(query).__name__}")
+
+    def _song_rows(self, rows: np.ndarray) -> dict:
+        """{kind: (Q, d)} vectors of catalogue song rows (and their expression descriptors, if indexed)."""
+        out = {k: np.asarray(self.song_vectors[k][rows]) for k in KINDS}
+        if self.song_expression is not None:
+            out["expression"] = np.asarray(self.song_expression[rows])
+        return out
+
+    def expression_scores(self, q: "_QuerySet", rows: np.ndarray) -> np.ndarray:
+        """(C,) expression similarity of the query to singer ``rows`` (see the module docstring)."""
+        zq = (q.weights @ np.asarray(q.vectors["expression"], np.float64) - self._expr_mean) / self._expr_std
+        d2 = ((self._singer_expr_z[rows] - zq) ** 2).sum(1)  # (C,)
+        return 1.0 - d2 / (2 * len(zq))
 
     # ------------------------------------------------------------------ ranking
     def _allowed_singers(self, filters: Mapping | None) -> np.ndarray:
@@ -227,7 +265,8 @@ class Recommender:
         return mask
 
     def similar_singers(self, query: Query, k: int = 10, timbre_weight: float = 0.7,
-                        filters: Mapping | None = None, diversity: float = 0.0) -> pd.DataFrame:
+                        filters: Mapping | None = None, diversity: float = 0.0,
+                        expression_weight: float = EXPRESSION_WEIGHT) -> pd.DataFrame:
         """Rank singers similar to ``query``.
 
         Parameters
@@ -237,18 +276,22 @@ class Recommender:
         timbre_weight : weight of the timbre score in [0, 1]; the melody score gets the rest
         filters : ``{column: value or [values]}`` on singer metadata (e.g. ``{"gender": "f"}``)
         diversity : 0 = pure relevance; up to 1 = MMR re-ranking that spreads results over voice space
+        expression_weight : share of the voice (timbre) part given to the expression descriptors, in [0, 1];
+            ignored (expression_score NaN) when the index has none
 
         Returns
         -------
-        DataFrame with columns rank, singer, score, timbre_score, melody_score, query_song, match_song and
-        the singer metadata columns, best first.
+        DataFrame with columns rank, singer, score, timbre_score, melody_score, expression_score, query_song,
+        match_song and the singer metadata columns, best first.
         """
         with _BLAS.limit(limits=1):  # BLAS and OpenMP (FAISS)
-            return self._similar_singers(query, k, timbre_weight, filters, diversity)
+            return self._similar_singers(query, k, timbre_weight, filters, diversity, expression_weight)
 
-    def _similar_singers(self, query, k, timbre_weight, filters, diversity) -> pd.DataFrame:
+    def _similar_singers(self, query, k, timbre_weight, filters, diversity, expression_weight) -> pd.DataFrame:
         if not 0.0 <= timbre_weight <= 1.0:
             raise SingrecError(f"timbre_weight must be in [0, 1], got {timbre_weight}")
+        if not 0.0 <= expression_weight <= 1.0:
+            raise SingrecError(f"expression_weight must be in [0, 1], got {expression_weight}")
         if not 0.0 <= diversity <= 1.0:
             raise SingrecError(f"diversity must be in [0, 1], got {diversity}")
         if k < 1:
@@ -283,6 +326,11 @@ class Recommender:
             return q.weights @ (picked.sum(2) / n_top)
 
         score, t_score, m_score = mean_top(fused), mean_top(t), mean_top(m)  # (C,) each
+        if "expression" in q.vectors and self.singer_expression is not None:
+            e_score = self.expression_scores(q, cand)  # (C,)
+            score = score + timbre_weight * expression_weight * (e_score - t_score)
+        else:
+            e_score = np.full(len(cand), np.nan)
         order = np.lexsort((cand, -score))  # best first, ties by singer row (deterministic)
         order = self._mmr(cand[order], score[order], k, diversity, order) if diversity > 0 else order[:k]
         # only the k returned rows are assembled (a DataFrame over all candidates cost more than the scoring)
@@ -291,6 +339,7 @@ class Recommender:
         rows = cand[order]
         out = {"rank": np.arange(1, len(order) + 1), "singer": self._singer_names[rows],
                "score": score[order], "timbre_score": t_score[order], "melody_score": m_score[order],
+               "expression_score": e_score[order],
                "query_song": [q.labels[i] for i in pair_q],
                "match_song": self._song_ids[flat[pos[order, pair_m]]]}
         out.update({c: v[rows] for c, v in self._singer_meta.items()})

@@ -96,13 +96,15 @@ def test_choosing_a_singer_matches_the_recommender(page, rec):
     other = rec.singers["singer"].iloc[2]
     page.selectbox(key="singer").select(other)
     page.slider(key="timbre_weight").set_value(0.45)
+    page.slider(key="expression_weight").set_value(0.7)
     page.slider(key="k").set_value(5)
     col, values = next(iter(explorer.filter_options(rec.singers, rec.metadata_columns).items()))
     page.multiselect(key=f"filter_{col}").select(values[0])
     page.run()
     assert not page.exception, [e.value for e in page.exception]
     assert f"Singers who sound like {other}" in _titles(page)
-    expected = rec.similar_singers(other, k=5, timbre_weight=0.45, filters={col: [values[0]]}, diversity=0.0)
+    expected = rec.similar_singers(other, k=5, timbre_weight=0.45, filters={col: [values[0]]}, diversity=0.0,
+                                   expression_weight=0.7)
     got = _results(page)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
     assert set(got[col]) <= {values[0]}

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from data.errors import SingrecError
 from recsys.cli import app
-from recsys.rank import RESULT_COLUMNS, Audio, Mix, Recommender, Song
+from recsys.rank import EXPRESSION_WEIGHT, RESULT_COLUMNS, Audio, Mix, Recommender, Song
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,10 @@ def test_singer_query(rec):
     assert list(res.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
     assert len(res) == 3 and name not in set(res["singer"]) and list(res["rank"]) == [1, 2, 3]
     assert res["score"].is_monotonic_decreasing
-    np.testing.assert_allclose(res["score"], 0.6 * res["timbre_score"] + 0.4 * res["melody_score"], atol=1e-6)
+    voice = (1 - EXPRESSION_WEIGHT) * res["timbre_score"] + EXPRESSION_WEIGHT * res["expression_score"]
+    np.testing.assert_allclose(res["score"], 0.6 * voice + 0.4 * res["melody_score"], atol=1e-6)
+    plain = rec.similar_singers(name, k=3, timbre_weight=0.6, expression_weight=0.0)
+    np.testing.assert_allclose(plain["score"], 0.6 * plain["timbre_score"] + 0.4 * plain["melody_score"], atol=1e-6)
     songs = rec.songs.set_index("song_id")["singer"]
     assert all(songs[q] == name for q in res["query_song"])
     assert all(songs[m] == s for m, s in zip(res["match_song"], res["singer"]))
@@ -29,7 +32,7 @@ def test_singer_query(rec):
 
 
 def test_timbre_weight_one_ranks_by_timbre(rec):
-    res = rec.similar_singers(rec.singers["singer"][1], k=3, timbre_weight=1.0)
+    res = rec.similar_singers(rec.singers["singer"][1], k=3, timbre_weight=1.0, expression_weight=0.0)
     assert res["timbre_score"].is_monotonic_decreasing
     np.testing.assert_allclose(res["score"], res["timbre_score"], atol=1e-6)
 
@@ -67,6 +70,8 @@ def test_clear_errors(rec, tmp_path):
         rec.similar_singers(name, filters={"colour": "red"})
     with pytest.raises(SingrecError, match="timbre_weight"):
         rec.similar_singers(name, timbre_weight=2.0)
+    with pytest.raises(SingrecError, match="expression_weight"):
+        rec.similar_singers(name, expression_weight=-0.1)
     bad = tmp_path / "clip.wav"
     bad.write_bytes(b"RIFF....WAVEfmt nonsense")
     with pytest.raises(SingrecError, match="clip.wav"):
@@ -159,3 +164,31 @@ def test_large_catalogue_path_scores_exactly_and_keeps_the_best(monkeypatch):
         overlap.append(len(common) / 10)
         top1.append(approx["singer"][0] == exact[q]["singer"][0])
     assert np.mean(top1) >= 0.95 and np.mean(overlap) >= 0.8, (np.mean(top1), np.mean(overlap))
+
+
+def test_expression_score_compares_standardised_singer_descriptors(rec):
+    """expression_score = 1 - |z_q - z_c|^2 / (2 D), z standardised over singers; expression_weight 1 with
+    timbre_weight 1 ranks by it alone."""
+    name = rec.singers["singer"][0]
+    res = rec.similar_singers(name, k=3, timbre_weight=1.0, expression_weight=1.0)
+    x = rec.singer_expression.astype(np.float64)
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    row = {s: i for i, s in enumerate(rec.singers["singer"])}
+    expected = [1 - ((z[row[s]] - z[0]) ** 2).sum() / (2 * z.shape[1]) for s in res["singer"]]
+    np.testing.assert_allclose(res["expression_score"], expected, atol=1e-6)
+    np.testing.assert_allclose(res["score"], res["expression_score"], atol=1e-6)
+    assert res["score"].is_monotonic_decreasing and res["expression_score"].max() <= 1.0
+
+
+def test_an_index_without_expression_descriptors_still_ranks(tiny_index, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_index, old)
+    info = json.loads((old / "index.json").read_text())
+    del info["expression"]  # as written before the descriptors existed
+    (old / "index.json").write_text(json.dumps(info))
+    rec = Recommender.load(old)
+    res = rec.similar_singers(rec.singers["singer"][0], k=2, timbre_weight=0.6)
+    assert res["expression_score"].isna().all()
+    np.testing.assert_allclose(res["score"], 0.6 * res["timbre_score"] + 0.4 * res["melody_score"], atol=1e-6)
