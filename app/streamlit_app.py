@@ -136,8 +136,8 @@ def options_ui(rec: Recommender, index_dir: str) -> Options:
                   help="Weight of the timbre score in the total; the rest is the melody score. "
                        "1 = only how the voice sounds, 0 = only what is sung.")
     ew = sb.slider("Expression", 0.0, 1.0, EXPRESSION_WEIGHT, 0.05, key="expression_weight",
-                   help="Share of the voice score given to how the singers sing (vibrato, note onsets, glides) "
-                        "rather than how the voice sounds.")
+                   help="Share of the voice score given to how the singers sing (vibrato, note onsets, glides, "
+                        "breathiness, harmonic balance) rather than to the learned timbre embedding.")
     k = sb.slider("Results", 3, 30, 10, 1, key="k")
     div = sb.slider("Diversity", 0.0, 1.0, 0.0, 0.05, key="diversity",
                     help="Trade some similarity for results that differ from each other.")
@@ -232,7 +232,8 @@ def results_ui(outcome: Outcome) -> int:
             "score": st.column_config.ProgressColumn("total", help="Weighted total score", width=84, **bar),
             "timbre_score": st.column_config.ProgressColumn("timbre", help="Timbre similarity", width=84, **bar),
             "expression_score": st.column_config.ProgressColumn(
-                "expression", help="How alike they sing: vibrato, note onsets, glides (1 = the same)", width=84,
+                "expression", help="How alike they sing: vibrato, onsets, glides, voice quality (1 = the same)",
+                width=84,
                 **bar),
             "melody_score": st.column_config.ProgressColumn("melody", help="Melody similarity", width=84, **bar),
             "match_song": st.column_config.TextColumn("their song", help="Their best-matching song"),

@@ -1,8 +1,9 @@
-"""Singing-expression descriptors from the f0 contour: vibrato, note onsets, glides, pitch micro-variation.
+"""Singing-expression descriptors: how a singer moves the pitch (vibrato, note onsets, glides, micro-variation)
+and the voice quality of the source (harmonic balance, breathiness), from the f0 contour and the harmonics.
 
 The timbre embedding is trained to tell singers apart by the *sound* of the voice and to ignore what changes
 from song to song; it carries almost nothing of how a singer *moves* the pitch (benchmarks/ndcg_analysis.py:
-its linear probes of vibrato rate, vibrato depth, scoop, glide and jitter score R^2 <= 0.1). These seven
+its linear probes of vibrato rate, vibrato depth, scoop, glide and jitter score R^2 <= 0.1), nor much of the source (tilt, breathiness). These twelve
 descriptors measure that directly, per song; the ranking compares singers on them (recsys/rank.py), after
 standardising each over the catalogue's singers.
 
@@ -19,6 +20,12 @@ Pipeline (pure numpy / torch, no learning):
    second difference of the residual (micro-jitter); how far below the note's settled pitch it starts (scoop).
 4. per song: the median of each note statistic, the share of voiced frames moving 10-80 cents per frame
    (glides between notes) and the voiced share.
+5. voice quality, medians over voiced frames of the same STFT: H1-H2 (first minus second harmonic level, dB:
+   pressed vs breathy phonation), the slope of the first ``n_harmonics`` harmonic levels per octave (source
+   tilt), harmonic peaks above the troughs half-way between them (a harmonics-to-noise ratio), the cepstral
+   peak prominence (breathiness, dysphonia research's standard) and the frame-to-frame change of the first
+   harmonic's level (a shimmer proxy). Recording EQ and noise move them too; averaged over a singer's songs
+   that mostly cancels.
 
 Hand-written rather than taken from a library: librosa.pyin gives an f0 track but ~20x slower than this on one
 core, and no maintained package computes these singing statistics; the salience is already in the project.
@@ -36,8 +43,10 @@ from scipy.ndimage import median_filter, uniform_filter1d
 from data.features import DEFAULT_FEATURES, FeatureConfig
 
 EXPRESSION_FEATURES = ("vibrato_rate_hz", "vibrato_depth_cents", "vibrato_onset_cents", "scoop_cents",
-                       "glide_share", "micro_jitter_cents", "voiced_share")
-EXPRESSION_VERSION = 1  # bump when the descriptors change (indexes record it)
+                       "glide_share", "micro_jitter_cents", "voiced_share",
+                       "h1_h2_db", "harmonic_tilt_db_per_octave", "harmonic_to_trough_db", "cpp_db",
+                       "h1_level_step_db")
+EXPRESSION_VERSION = 2  # bump when the descriptors change (indexes record it)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class ExpressionConfig:
     median_s: float = 0.25         # running median that separates the note's pitch from vibrato
     vibrato_band_hz: tuple[float, float] = (3.5, 8.5)
     scoop_s: float = 0.05          # onset window compared with the settled pitch (scoop)
+    n_harmonics: int = 10          # harmonics read for the voice-quality descriptors
 
 
 @lru_cache(maxsize=2)
@@ -62,6 +72,35 @@ def _salience_config(cfg: ExpressionConfig):
 
     return replace(MelodyConfig(), hop_length=cfg.hop_length, time_pool=1, n_fft=cfg.n_fft,
                    bins_per_semitone=cfg.bins_per_semitone)
+
+
+def _log_spectrum(wave: np.ndarray, cfg: ExpressionConfig) -> torch.Tensor:
+    """Natural-log power STFT (F, T), T = 1 + N // cfg.hop_length (the melody salience's front end)."""
+    x = torch.as_tensor(np.asarray(wave, np.float32))
+    spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=torch.hann_window(cfg.n_fft),
+                      center=True, pad_mode="constant", return_complex=True)  # (F, T)
+    return torch.log(spec.real.square() + spec.imag.square() + 1e-8)
+
+
+def _track(logpow: torch.Tensor, sample_rate: int, cfg: ExpressionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(cents, voiced) from a log-power STFT, as :func:`encoders.melody.pitch_salience` + a peak pick."""
+    from encoders.melody import _salience_kernel
+
+    scfg = _salience_config(cfg)
+    kernel = _salience_kernel(sample_rate, scfg.n_fft, scfg.fmin_hz, scfg.n_pitch, scfg.bins_per_semitone,
+                              scfg.n_harmonics, scfg.harmonic_decay, scfg.fmax_harmonic_hz,
+                              scfg.whiten_bins)  # (P, F')
+    sal = (kernel @ logpow[: kernel.shape[1]]).clamp_min(0).numpy().astype(np.float64)  # (P, T)
+    n_p, n_t = sal.shape
+    cols = np.arange(n_t)
+    k = sal.argmax(0)  # (T,)
+    a, b, c = sal[np.clip(k - 1, 0, n_p - 1), cols], sal[k, cols], sal[np.clip(k + 1, 0, n_p - 1), cols]
+    den = a - 2 * b + c
+    safe = np.where(np.abs(den) > 1e-9, den, 1.0)
+    offset = np.where(np.abs(den) > 1e-9, 0.5 * (a - c) / safe, 0.0)  # parabolic peak, in bins
+    cents = (k + np.clip(offset, -0.5, 0.5)) * 100.0 / cfg.bins_per_semitone
+    voiced = b > max(cfg.voicing * float(np.quantile(b, 0.95)), cfg.min_salience)
+    return cents, voiced
 
 
 def f0_track(wave: np.ndarray, *, sample_rate: int = 16000,
@@ -77,26 +116,51 @@ def f0_track(wave: np.ndarray, *, sample_rate: int = 16000,
     cents : float64 (T,), T = 1 + N // cfg.hop_length
     voiced : bool (T,)
     """
-    from encoders.melody import pitch_salience
+    return _track(_log_spectrum(wave, cfg), sample_rate, cfg)
 
-    scfg = _salience_config(cfg)
-    sal = pitch_salience(torch.as_tensor(np.asarray(wave, np.float32))[None], scfg,
-                         sample_rate=sample_rate)[0].numpy().astype(np.float64)  # (P, T)
-    n_p, n_t = sal.shape
-    cols = np.arange(n_t)
-    k = sal.argmax(0)  # (T,)
-    a, b, c = sal[np.clip(k - 1, 0, n_p - 1), cols], sal[k, cols], sal[np.clip(k + 1, 0, n_p - 1), cols]
-    den = a - 2 * b + c
-    safe = np.where(np.abs(den) > 1e-9, den, 1.0)
-    offset = np.where(np.abs(den) > 1e-9, 0.5 * (a - c) / safe, 0.0)  # parabolic peak, in bins
-    cents = (k + np.clip(offset, -0.5, 0.5)) * 100.0 / cfg.bins_per_semitone
-    voiced = b > max(cfg.voicing * float(np.quantile(b, 0.95)), cfg.min_salience)
-    return cents, voiced
+
+def _voice_quality(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, sample_rate: int,
+                   cfg: ExpressionConfig) -> np.ndarray:
+    """Five source descriptors over the voiced frames (module docstring, step 5); zeros if too few."""
+    idx = np.flatnonzero(voiced)
+    if len(idx) < 10:
+        return np.zeros(5, np.float32)
+    db = np.float32(10.0 / np.log(10.0)) * logpow[:, idx].T  # (V, F) dB, float32
+    n_bins = db.shape[1]
+    bin_hz = sample_rate / cfg.n_fft
+    f0 = f0_hz[idx][:, None]  # (V, 1)
+    h = np.arange(1, cfg.n_harmonics + 1)[None, :]  # (1, H)
+    centre = np.rint(h * f0 / bin_hz).astype(int)  # (V, H) bin of each harmonic
+    mid = np.rint((h + 0.5) * f0 / bin_hz).astype(int)  # (V, H) bin half-way to the next harmonic
+    ok = (mid < n_bins - 1) & (centre >= 1)  # (V, H)
+    rows = np.arange(len(idx))[:, None]
+    peak = np.max([db[rows, np.clip(centre + o, 0, n_bins - 1)] for o in (-1, 0, 1)], axis=0)  # (V, H)
+    trough = db[rows, np.clip(mid, 0, n_bins - 1)]  # (V, H)
+    w = ok.astype(np.float64)
+    n = np.maximum(w.sum(1), 1)
+    h1h2 = np.where(ok[:, 1], peak[:, 0] - peak[:, 1], np.nan)
+    x = np.log2(h).astype(np.float64) * np.ones_like(w)  # octave of each harmonic
+    xm, ym = (w * x).sum(1) / n, (w * peak).sum(1) / n
+    slope = (w * (x - xm[:, None]) * (peak - ym[:, None])).sum(1) / np.maximum((w * (x - xm[:, None]) ** 2).sum(1),
+                                                                               1e-9)
+    slope = np.where(w.sum(1) >= 4, slope, np.nan)  # dB per octave over the harmonics
+    hnr = np.where(w.sum(1) >= 2, (w * (peak - trough)).sum(1) / n, np.nan)
+    # cepstral peak prominence: the rahmonic of f0 above the cepstrum's trend line, 60-1000 Hz f0 range
+    q = np.arange(int(sample_rate / 1000), int(sample_rate / 60) + 1)
+    cq = torch.fft.irfft(torch.from_numpy(np.ascontiguousarray(db[::4])), dim=1)[:, q].numpy().astype(np.float64)  # (V/4, Q)
+    coef = np.polyfit(q, cq.T, 1)  # (2, V/4) trend line per frame (every 4th voiced frame: medians suffice)
+    pk = cq.argmax(1)
+    cpp = cq[np.arange(len(cq)), pk] - (coef[0] * q[pk] + coef[1])
+    step = np.diff(peak[:, 0])[np.diff(idx) == 1]  # first-harmonic level change between adjacent frames
+    return np.array([np.nanmedian(h1h2) if np.isfinite(h1h2).any() else 0.0,
+                     np.nanmedian(slope) if np.isfinite(slope).any() else 0.0,
+                     np.nanmedian(hnr) if np.isfinite(hnr).any() else 0.0,
+                     float(np.median(cpp)), float(np.median(np.abs(step))) if len(step) else 0.0], np.float32)
 
 
 def expression_features(wave: np.ndarray, *, sample_rate: int = 16000,
                         cfg: ExpressionConfig = ExpressionConfig()) -> np.ndarray:
-    """The seven :data:`EXPRESSION_FEATURES` of one song (see the module docstring).
+    """The twelve :data:`EXPRESSION_FEATURES` of one song (see the module docstring).
 
     Parameters
     ----------
@@ -104,10 +168,12 @@ def expression_features(wave: np.ndarray, *, sample_rate: int = 16000,
 
     Returns
     -------
-    float32 (7,); statistics of notes that do not occur (no long note, say) are 0
+    float32 (12,); statistics of notes or frames that do not occur (no long note, say) are 0
     """
     fps = sample_rate / cfg.hop_length
-    cents, voiced = f0_track(wave, sample_rate=sample_rate, cfg=cfg)
+    logpow = _log_spectrum(wave, cfg)
+    cents, voiced = _track(logpow, sample_rate, cfg)
+    quality = _voice_quality(logpow.numpy(), 65.0 * 2 ** (cents / 1200), voiced, sample_rate, cfg)
     jump = np.abs(np.diff(cents, prepend=cents[:1])) > cfg.jump_cents
     edges = np.diff(np.r_[0, (voiced & ~jump).astype(np.int8), 0])
     notes = [(s, e) for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
@@ -134,8 +200,8 @@ def expression_features(wave: np.ndarray, *, sample_rate: int = 16000,
     def med(x):
         return float(np.median(x)) if len(x) else 0.0
 
-    return np.array([med(rate), med(depth), med(onset), med(scoop), glide, med(jitter), float(np.mean(voiced))],
-                    dtype=np.float32)
+    return np.concatenate([np.array([med(rate), med(depth), med(onset), med(scoop), glide, med(jitter),
+                                     float(np.mean(voiced))], dtype=np.float32), quality])
 
 
 class ExpressionEmbedder:
@@ -155,7 +221,7 @@ class ExpressionEmbedder:
         self.cfg = cfg
 
     def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 7) float32 descriptors of mono waveforms at ``features.sample_rate``."""
+        """(N, 12) float32 descriptors of mono waveforms at ``features.sample_rate``."""
         if len(waves) == 0:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([expression_features(np.asarray(w), sample_rate=self.features.sample_rate, cfg=self.cfg)

@@ -141,7 +141,7 @@ def similar(
     k: int = typer.Option(10, "--k", help="Number of singers."),
     timbre_weight: float = typer.Option(0.7, help="Weight of the voice (timbre) vs melody similarity, 0..1."),
     expression_weight: float = typer.Option(
-        0.4, help="Share of the voice score given to singing expression (vibrato, onsets, glides), 0..1."),
+        0.6, help="Share of the voice score given to singing expression and voice quality, 0..1."),
     where: list[str] = typer.Option([], "--where", help="Metadata filter COLUMN=VALUE[,VALUE...]; repeatable."),
     diversity: float = typer.Option(0.0, help="0 = pure relevance, up to 1 = more varied results (MMR)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON records instead of a table."),
@@ -181,7 +181,7 @@ def evaluate(
     index_dir: Path = typer.Argument(..., help="Index directory made by `singrec index`."),
     k: int = typer.Option(10, "--k", help="Cut-off of nDCG."),
     timbre_weight: float = typer.Option(0.7, help="Weight used by the ranking being evaluated."),
-    expression_weight: float = typer.Option(0.4, help="Expression share used by the ranking being evaluated."),
+    expression_weight: float = typer.Option(0.6, help="Expression share used by the ranking being evaluated."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Retrieval metrics of an index (and nDCG vs ground truth for synthetic catalogues)."""

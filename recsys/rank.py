@@ -15,9 +15,9 @@ How a query is answered:
    vectors), and the singer's scores are the means over its ``TOP_SONGS`` best song matches, per query
    song, weighted over query songs: song neighbours aggregate to singers.
    The voice part also compares *how* the singers sing: ``expression_score`` is
-   ``1 - |z_query - z_singer|^2 / (2 * 7)`` over the seven expression descriptors (encoders/expression.py:
-   vibrato, onsets, glides), each standardised over the catalogue's singers (1 = the same, ~0 = as far
-   apart as two random singers), and
+   ``1 - |z_query - z_singer|^2 / (2 * D)`` over the D = 12 expression descriptors (encoders/expression.py:
+   vibrato, onsets, glides, voice quality), each standardised over the catalogue's singers (1 = the same,
+   ~0 = as far apart as two random singers), and
    ``score = timbre_weight * ((1 - expression_weight) * timbre + expression_weight * expression)
    + (1 - timbre_weight) * melody``.
 4. The query singer(s) are excluded; ``filters`` restrict singers by metadata; ``diversity > 0`` re-ranks
@@ -55,7 +55,7 @@ RESCORE_SINGERS = 200  # above that, at most this many candidates (best singer-v
 # busy 2-core machine it made them ~10x slower (30 ms vs 2.4 ms measured), so queries run BLAS and OpenMP
 # (FAISS) on one thread.
 _BLAS = ThreadpoolController()
-EXPRESSION_WEIGHT = 0.4  # share of the voice score given to expression (chosen on the training catalogue)
+EXPRESSION_WEIGHT = 0.6  # share of the voice score given to expression (chosen on the training catalogue)
 RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "expression_score", "query_song",
                   "match_song"]
 
