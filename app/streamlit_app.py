@@ -325,7 +325,7 @@ def header_ui(rec: Recommender, index_dir: str) -> None:
         unsafe_allow_html=True)
     st.markdown("## singrec · singers who sound alike")
     st.caption(f"{len(rec.singers)} singers · {len(rec.songs)} songs · index `{index_dir}` · "
-               "timbre + melody encoders, FAISS, UMAP map")
+               "timbre + melody encoders, expression descriptors, FAISS, UMAP map")
 
 
 # --------------------------------------------------------------------------------------------- page

@@ -12,9 +12,9 @@ their standardised 19-parameter vectors (formants, source, vibrato, onset habits
    the same vectors.
 3. **Which parameters matter**: nDCG@10 of a ranking by the true values of only the parameters the probe
    recovers (R^2 >= 0.5), i.e. what even perfect estimates of those would score.
-4. **A prototype of the missing part** (``--expression``): seven crude f0-contour features per song (vibrato
-   rate, depth and onset, scoop, glide, pitch micro-jitter, voiced share; :func:`expression_features`, a
-   benchmark-only prototype, not used by singrec) appended to the timbre vectors before the same probe.
+4. **With the expression descriptors** (``--expression``): the twelve descriptors of
+   ``encoders/expression.py`` (f0 contour: vibrato, onsets, glides; harmonics: voice quality), singer means,
+   appended to the timbre vectors before the same probe.
 
 Run (after ``make demo`` and ``python benchmarks/ranking.py --work out/ranking``)::
 
@@ -37,58 +37,17 @@ from recsys.evaluate import ground_truth_neighbours, load_ground_truth, ranking_
 from _report import write_section  # noqa: E402
 
 K = 10
-EXPRESSION = ["vibrato rate", "vibrato depth", "vibrato onset", "scoop", "glide share", "micro-jitter", "voiced share"]
-
-
-def _f0_track(wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cents, voiced) per 10 ms frame from the melody encoder's harmonic-sum salience (parabolic peak)."""
-    import torch
-    from dataclasses import replace
-    from encoders.melody import MelodyConfig, pitch_salience
-
-    cfg = replace(MelodyConfig(), hop_length=160, time_pool=1, n_fft=1024, bins_per_semitone=5)
-    sal = pitch_salience(torch.as_tensor(wave)[None], cfg)[0].numpy()  # (P, T)
-    n_p, n_t = sal.shape
-    k = sal.argmax(0)
-    cols = np.arange(n_t)
-    a, b, c = sal[np.clip(k - 1, 0, n_p - 1), cols], sal[k, cols], sal[np.clip(k + 1, 0, n_p - 1), cols]
-    den = a - 2 * b + c
-    off = np.where(np.abs(den) > 1e-9, 0.5 * (a - c) / np.where(np.abs(den) > 1e-9, den, 1), 0.0)
-    return (k + np.clip(off, -0.5, 0.5)) * 100 / cfg.bins_per_semitone, b > 0.35 * np.quantile(b, 0.95)
-
-
-def expression_features(wave: np.ndarray, fps: float = 100.0) -> np.ndarray:
-    """Seven f0-contour statistics of one song (see EXPRESSION); a prototype for the analysis only."""
-    from scipy.ndimage import median_filter, uniform_filter1d
-
-    cents, voiced = _f0_track(wave)
-    jump = np.abs(np.diff(cents, prepend=cents[0])) > 80
-    edges = np.diff(np.r_[0, (voiced & ~jump).astype(int), 0])
-    notes = [(s, e) for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)) if e - s >= 8]
-    rate, depth, onset, scoop, jit = [], [], [], [], []
-    early = int(0.3 * fps)
-    for s, e in notes:
-        c = cents[s:e]
-        r = c - median_filter(c, size=int(0.25 * fps) | 1, mode="nearest")  # vibrato + jitter residual
-        jit.append(np.median(np.abs(np.diff(r, 2))))
-        if len(c) >= int(0.6 * fps):
-            spec = np.abs(np.fft.rfft(r * np.hanning(len(r)), n=1024)) ** 2
-            freqs = np.fft.rfftfreq(1024, 1 / fps)
-            band = (freqs >= 3.5) & (freqs <= 8.5)
-            rate.append(freqs[band][spec[band].argmax()])
-            depth.append(np.sqrt(2) * r[early:].std())
-            onset.append(r[early:].std() - r[:early].std())
-        scoop.append(np.median(c[len(c) // 3:]) - c[:max(2, int(0.05 * fps))].mean())
-    step = np.abs(np.diff(uniform_filter1d(cents, 3)))
-    med = lambda x: float(np.median(x)) if len(x) else 0.0  # noqa: E731
-    return np.array([med(rate), med(depth), med(onset), med(scoop),
-                     float(np.mean((step > 10) & (step < 80) & voiced[1:])), med(jit), float(np.mean(voiced))])
-
-
 def singer_expression(index_dir: Path, singers: list) -> np.ndarray:
-    """(S, 7) singer means of :func:`expression_features` over the index's songs (audio read again)."""
+    """(S, D) singer means of the expression descriptors: the index's own (``embeddings/``) when it has the
+    current version, else computed again from the songs' audio."""
     from data.audio import load_audio
+    from encoders.expression import EXPRESSION_VERSION, expression_features
 
+    info = json.loads((index_dir / "index.json").read_text())
+    names = pd.read_parquet(index_dir / "singers.parquet")["singer"]
+    if info.get("expression", {}).get("version") == EXPRESSION_VERSION:
+        x = np.load(index_dir / "embeddings" / "singers_expression.npy")
+        return pd.DataFrame(x, index=names).loc[singers].to_numpy()
     songs = pd.read_parquet(index_dir / "songs.parquet", columns=["path", "singer"])
     feats = pd.DataFrame([expression_features(load_audio(p)) for p in songs["path"]])
     feats["singer"] = songs["singer"].to_numpy()
@@ -180,10 +139,12 @@ def main() -> None:
         r2b = 1 - ((pred2 - y1) ** 2).mean(0) / y1.var(0)
         rows = "\n".join(f"| {c[2:]} | {a:.2f} | {b:.2f} |" for c, a, b in
                          sorted(zip(cols, r2, r2b), key=lambda t: -(t[2] - t[1])))
-        out.append(f"With {len(EXPRESSION)} prototype f0-contour features per song ({', '.join(EXPRESSION)}; "
+        from encoders.expression import EXPRESSION_FEATURES
+
+        out.append(f"With the {len(EXPRESSION_FEATURES)} expression descriptors ({', '.join(EXPRESSION_FEATURES)}; "
                    f"singer means, standardised) appended to the timbre vectors, the same probe ranks at nDCG@10 "
                    f"**{ndcg_by_distance(pred2, names, truth):.3f}** (timbre vectors alone: {ndcg_probe:.3f}). "
-                   f"R^2 per parameter, largest gain first:\n\n| parameter | timbre vectors | + f0-contour features |"
+                   f"R^2 per parameter, largest gain first:\n\n| parameter | timbre vectors | + expression descriptors |"
                    f"\n|---|---|---|\n{rows}")
 
     body = ("\n\n".join(out) + "\n\nReproduce: `python benchmarks/ndcg_analysis.py --train-index "
