@@ -163,6 +163,17 @@ def test_append_refuses_other_encoders(tiny_catalogue, tiny_index, tmp_path):
                               progress=False)
 
 
+def test_append_refuses_an_index_without_current_expression_descriptors(tiny_catalogue, tiny_encoders,
+                                                                        tiny_index, tmp_path):
+    idx = tmp_path / "idx"
+    shutil.copytree(tiny_index, idx)
+    info = json.loads((idx / "index.json").read_text())
+    info["expression"]["version"] = 0  # descriptors of an older version
+    (idx / "index.json").write_text(json.dumps(info))
+    with pytest.raises(SingrecError, match="rebuild it without --append"):
+        build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, append=True, progress=False)
+
+
 def test_kill_and_resume_equals_uninterrupted(tiny_catalogue, tiny_checkpoints, tiny_index, tmp_path):
     out = tmp_path / "idx"
     code = ("import sys; from index.build import build_catalogue_index;"
