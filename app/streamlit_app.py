@@ -265,6 +265,16 @@ def listen_ui(rec: Recommender, query: Query, outcome: Outcome, row: int) -> Non
                f"{st.session_state.get('timbre_weight', 0.7):.2f}, expression share "
                f"{st.session_state.get('expression_weight', EXPRESSION_WEIGHT):.2f})")
     songs = rec.songs.set_index("song_id")
+    query_expr = (outcome.clip.vectors.get("expression") if outcome.clip is not None
+                  else rec.singer_expression_of(query.singer) if query.singer else None)
+    if query_expr is not None and rec.singer_expression is not None:
+        label = outcome.clip.name if outcome.clip is not None else query.singer
+        with st.expander(f"How they sing: {label} vs {r['singer']} (expression descriptors)"):
+            table = rec.compare_expression(query_expr, r["singer"], query_label=label)
+            st.dataframe(table, hide_index=True, key="expression_table", column_config={
+                "difference": st.column_config.NumberColumn(
+                    "difference (std)", format="%+.2f",
+                    help="In standard deviations over the catalogue's singers (0 = the same)")})
     left, right = st.columns(2)
     with left:
         if outcome.clip is not None:

@@ -253,6 +253,28 @@ class Recommender:
         d2 = ((self._singer_expr_z[rows] - zq) ** 2).sum(1)  # (C,)
         return 1.0 - d2 / (2 * len(zq))
 
+    def singer_expression_of(self, singer: str) -> np.ndarray | None:
+        """A singer's expression descriptors (mean over its songs, raw units), or None if not indexed."""
+        if self.singer_expression is None:
+            return None
+        return np.asarray(self.singer_expression[self._singer_row[self.resolve_singer(singer)]], np.float64)
+
+    def compare_expression(self, query: np.ndarray, singer: str, *, query_label: str = "query") -> pd.DataFrame:
+        """Side by side: ``query`` descriptors (raw, e.g. a singer's or a clip's) and ``singer``'s.
+
+        Returns a DataFrame with columns descriptor, ``query_label``, the singer's name and ``difference``
+        (in standard deviations over the catalogue's singers, the unit of ``expression_score``); empty when
+        the index has no expression descriptors.
+        """
+        from encoders.expression import EXPRESSION_FEATURES
+
+        other = self.singer_expression_of(singer)
+        if other is None:
+            return pd.DataFrame(columns=["descriptor", query_label, singer, "difference"])
+        q = np.asarray(query, np.float64)
+        return pd.DataFrame({"descriptor": list(EXPRESSION_FEATURES), query_label: q, singer: other,
+                             "difference": (other - q) / self._expr_std})
+
     # ------------------------------------------------------------------ ranking
     def _allowed_singers(self, filters: Mapping | None) -> np.ndarray:
         mask = np.ones(len(self.singers), bool)

@@ -72,6 +72,11 @@ def test_default_view_shows_map_and_first_singer_query(page, rec):
     top = expected.iloc[0]
     text = " ".join(m.value for m in page.markdown)
     assert str(top["query_song"]) in text and str(top["match_song"]) in text
+    # how they sing: the query singer's expression descriptors beside the top result's
+    expr = [d.value for d in page.dataframe if "descriptor" in d.value.columns]
+    assert len(expr) == 1
+    pd.testing.assert_frame_equal(expr[0].reset_index(drop=True), rec.compare_expression(
+        rec.singer_expression_of(first), top["singer"], query_label=first))
 
 
 def test_clusters_tab_lists_the_singers_of_a_cluster(page, rec):

@@ -192,3 +192,17 @@ def test_an_index_without_expression_descriptors_still_ranks(tiny_index, tmp_pat
     res = rec.similar_singers(rec.singers["singer"][0], k=2, timbre_weight=0.6)
     assert res["expression_score"].isna().all()
     np.testing.assert_allclose(res["score"], 0.6 * res["timbre_score"] + 0.4 * res["melody_score"], atol=1e-6)
+
+
+def test_compare_expression_lines_up_two_singers(rec):
+    a, b = rec.singers["singer"][:2]
+    table = rec.compare_expression(rec.singer_expression_of(a), b, query_label=a)
+    from encoders.expression import EXPRESSION_FEATURES
+    assert list(table["descriptor"]) == list(EXPRESSION_FEATURES) and list(table.columns) == ["descriptor", a, b,
+                                                                                            "difference"]
+    np.testing.assert_allclose(table[b], rec.singer_expression[1], rtol=1e-6)
+    x = rec.singer_expression.astype(np.float64)
+    np.testing.assert_allclose(table["difference"], (x[1] - x[0]) / np.maximum(x.std(0), 1e-6), rtol=1e-6)
+    # the score's distance is the same differences: expression_score = 1 - sum(diff^2) / (2 D)
+    res = rec.similar_singers(a, k=len(rec.singers), timbre_weight=1.0, expression_weight=1.0).set_index("singer")
+    assert res.at[b, "expression_score"] == pytest.approx(1 - (table["difference"] ** 2).sum() / (2 * len(table)))
