@@ -272,6 +272,8 @@ def listen_ui(rec: Recommender, query: Query, outcome: Outcome, row: int) -> Non
         with st.expander(f"How they sing: {label} vs {r['singer']} (expression descriptors)"):
             table = rec.compare_expression(query_expr, r["singer"], query_label=label)
             st.dataframe(table, hide_index=True, key="expression_table", column_config={
+                label: st.column_config.NumberColumn(format="%.2f"),
+                r["singer"]: st.column_config.NumberColumn(format="%.2f"),
                 "difference": st.column_config.NumberColumn(
                     "difference (std)", format="%+.2f",
                     help="In standard deviations over the catalogue's singers (0 = the same)")})
