@@ -141,6 +141,13 @@ def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float =
         out["melody_map_across_singers"] = mean_average_precision(m, songs["melody_id"], exclude=songs["singer"])
         out["timbre_melody_map_across_singers"] = mean_average_precision(t, songs["melody_id"],
                                                                          exclude=songs["singer"])
+    # a catalogue song queried like an uploaded clip (its singer not excluded): is its own singer first?
+    from recsys.rank import Song
+
+    owner = songs.set_index("song_id")["singer"]
+    out["clip_self_top1"] = float(np.mean([
+        rec.similar_singers(Song(s, exclude_singer=False), k=1, timbre_weight=timbre_weight,
+                            expression_weight=ew)["singer"].iloc[0] == owner[s] for s in songs["song_id"]]))
     gt = load_ground_truth(rec.info)
     if gt is not None:
         gt = gt[gt["singer"].isin(set(rec.singers["singer"]))]

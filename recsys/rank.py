@@ -14,10 +14,13 @@ How a query is answered:
    ``timbre_weight * timbre + (1 - timbre_weight) * melody`` to every query song (exact, from the raw
    vectors), and the singer's scores are the means over its ``TOP_SONGS`` best song matches, per query
    song, weighted over query songs: song neighbours aggregate to singers.
-   The voice part also compares *how* the singers sing: ``expression_score`` is
-   ``1 - |z_query - z_singer|^2 / (2 * D)`` over the D = 12 expression descriptors (encoders/expression.py:
-   vibrato, onsets, glides, voice quality), each standardised over the catalogue's singers (1 = the same,
-   ~0 = as far apart as two random singers), and
+   The voice part also compares *how* the singers sing, over the D = 12 expression descriptors
+   (encoders/expression.py: vibrato, onsets, glides, voice quality): ``expression = 1 - |z_a - z_b|^2 / (2 D)``
+   (1 = the same, ~0 = as far apart as two random ones). Like is compared with like: for a singer or a mix,
+   the query's mean descriptors against each candidate singer's mean (standardised over the catalogue's
+   singers); for a song or a clip, which has only its own descriptors, against each of the candidate's songs
+   (standardised over the catalogue's songs) and averaged over the same best song matches as timbre and
+   melody -- so a catalogue song used as a clip still finds its own singer first. Then
    ``score = timbre_weight * ((1 - expression_weight) * timbre + expression_weight * expression)
    + (1 - timbre_weight) * melody``.
 4. The query singer(s) are excluded; ``filters`` restrict singers by metadata; ``diversity > 0`` re-ranks
@@ -73,7 +76,9 @@ class Singer:
 
 @dataclass(frozen=True)
 class Song:
+    """A catalogue song; ``exclude_singer=False`` keeps its own singer in the results (as for a clip)."""
     song_id: str
+    exclude_singer: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class _QuerySet:
     weights: np.ndarray    # (Q,) summing to 1
     labels: list           # (Q,) query song ids (or the clip label)
     exclude: set           # singers not to recommend
+    by_singer: bool = True  # a singer / mix query (expression compared as singer means), else songs / a clip
 
 
 # ---------------------------------------------------------------------------------------------- recommender
@@ -124,7 +130,11 @@ class Recommender:
         if singer_expression is not None:
             x = np.asarray(singer_expression, np.float64)
             self._expr_mean, self._expr_std = x.mean(0), np.maximum(x.std(0), 1e-6)
-            self._singer_expr_z = (x - self._expr_mean) / self._expr_std  # (S, 7)
+            self._singer_expr_z = (x - self._expr_mean) / self._expr_std  # (S, D)
+        if song_expression is not None:
+            x = np.asarray(song_expression, np.float64)
+            self._song_expr_mean, self._song_expr_std = x.mean(0), np.maximum(x.std(0), 1e-6)
+            self._song_expr_z = ((x - self._song_expr_mean) / self._song_expr_std).astype(np.float32)  # (N, D)
         self.rescore_singers = RESCORE_SINGERS  # see _candidates; benchmarks raise it for an exact reference
         self._singer_names = singers["singer"].to_numpy(dtype=object)
         self._singer_meta = {c: singers[c].to_numpy() for c in self.metadata_columns}
@@ -233,11 +243,11 @@ class Recommender:
                 close = difflib.get_close_matches(query.song_id, list(self._song_row), n=5, cutoff=0.5)
                 raise SingrecError(f"unknown song {query.song_id!r}" + (f"; closest: {', '.join(close)}" if close else ""))
             r = self._song_row[query.song_id]
-            return _QuerySet(self._song_rows(np.array([r])), np.ones(1), [query.song_id],
-                             {self.songs["singer"].iloc[r]})
+            exclude = {self.songs["singer"].iloc[r]} if query.exclude_singer else set()
+            return _QuerySet(self._song_rows(np.array([r])), np.ones(1), [query.song_id], exclude, by_singer=False)
         if isinstance(query, Audio):
             vecs = self.embed_clip(query.source, label=query.label)
-            return _QuerySet({k: v[None] for k, v in vecs.items()}, np.ones(1), [query.label], set())
+            return _QuerySet({k: v[None] for k, v in vecs.items()}, np.ones(1), [query.label], set(), by_singer=False)
         raise SingrecError(f"unsupported query type {type(query).__name__}")
 
     def _song_rows(self, rows: np.ndarray) -> dict:
@@ -337,7 +347,17 @@ class Recommender:
         pos = np.where(valid, np.r_[0, np.cumsum(lens)[:-1]][:, None] + np.arange(width)[None, :], 0)  # (C, M)
         t = (q.vectors["timbre"] @ np.asarray(self.song_vectors["timbre"][flat]).T)[:, pos]  # (Q, C, M)
         m = (q.vectors["melody"] @ np.asarray(self.song_vectors["melody"][flat]).T)[:, pos]  # (Q, C, M)
-        fused = np.where(valid, timbre_weight * t + (1 - timbre_weight) * m, -np.inf)  # (Q, C, M)
+        e = None
+        if "expression" in q.vectors and self.song_expression is not None and not q.by_singer:
+            zq = ((np.asarray(q.vectors["expression"], np.float64) - self._song_expr_mean)
+                  / self._song_expr_std).astype(np.float32)  # (Q, D)
+            zs = self._song_expr_z[flat]  # (R, D)
+            d2 = (zq ** 2).sum(1)[:, None] + (zs ** 2).sum(1)[None, :] - 2 * zq @ zs.T  # (Q, R)
+            e = (1 - d2 / (2 * zq.shape[1]))[:, pos]  # (Q, C, M)
+            voice = (1 - expression_weight) * t + expression_weight * e  # (Q, C, M)
+        else:
+            voice = t
+        fused = np.where(valid, timbre_weight * voice + (1 - timbre_weight) * m, -np.inf)  # (Q, C, M)
         top = min(TOP_SONGS, width)
         best = np.argpartition(-fused, top - 1, axis=2)[:, :, :top]  # (Q, C, top) each singer's best songs
         picked_ok = np.take_along_axis(np.broadcast_to(valid, fused.shape), best, axis=2)  # (Q, C, top)
@@ -348,7 +368,9 @@ class Recommender:
             return q.weights @ (picked.sum(2) / n_top)
 
         score, t_score, m_score = mean_top(fused), mean_top(t), mean_top(m)  # (C,) each
-        if "expression" in q.vectors and self.singer_expression is not None:
+        if e is not None:
+            e_score = mean_top(e)
+        elif "expression" in q.vectors and self.singer_expression is not None:
             e_score = self.expression_scores(q, cand)  # (C,)
             score = score + timbre_weight * expression_weight * (e_score - t_score)
         else:

@@ -206,3 +206,15 @@ def test_compare_expression_lines_up_two_singers(rec):
     # the score's distance is the same differences: expression_score = 1 - sum(diff^2) / (2 D)
     res = rec.similar_singers(a, k=len(rec.singers), timbre_weight=1.0, expression_weight=1.0).set_index("singer")
     assert res.at[b, "expression_score"] == pytest.approx(1 - (table["difference"] ** 2).sum() / (2 * len(table)))
+
+
+def test_song_queries_compare_expression_song_to_song(rec):
+    """For a song (or clip) the expression part is per song pair, averaged over the same best matches as
+    timbre and melody, so the score formula holds exactly and the song, kept as a query with its singer,
+    finds that singer first."""
+    sid, singer = rec.songs.loc[5, ["song_id", "singer"]]
+    res = rec.similar_singers(Song(sid, exclude_singer=False), k=3, timbre_weight=0.6, expression_weight=0.5)
+    voice = 0.5 * res["timbre_score"] + 0.5 * res["expression_score"]
+    np.testing.assert_allclose(res["score"], 0.6 * voice + 0.4 * res["melody_score"], atol=1e-6)
+    assert res["singer"][0] == singer and res["match_song"][0] == sid
+    assert singer not in set(rec.similar_singers(Song(sid), k=3)["singer"])
