@@ -273,8 +273,8 @@ class Recommender:
         """Side by side: ``query`` descriptors (raw, e.g. a singer's or a clip's) and ``singer``'s.
 
         Returns a DataFrame with columns descriptor, ``query_label``, the singer's name and ``difference``
-        (in standard deviations over the catalogue's singers, the unit of ``expression_score``); empty when
-        the index has no expression descriptors.
+        (in standard deviations over the catalogue's singers, the unit of a singer query's
+        ``expression_score``); empty when the index has no expression descriptors.
         """
         from encoders.expression import EXPRESSION_FEATURES
 
