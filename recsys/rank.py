@@ -9,7 +9,7 @@ How a query is answered:
    of each singer, each singer carrying its weight.
 2. Candidate singers: every singer in a catalogue of up to ``EXACT_SINGERS``; above that the singers of the
    nearest songs (song-level FAISS search with the query centroid of each encoder) and the nearest singer
-   vectors.
+   vectors, of which the ``RESCORE_SINGERS`` best by a singer-level proxy of the score go on to step 3.
 3. For every candidate singer, each of its songs gets the fused similarity
    ``timbre_weight * timbre + (1 - timbre_weight) * melody`` to every query song (exact, from the raw
    vectors), and the singer's scores are the means over its ``TOP_SONGS`` best song matches, per query
@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 TOP_SONGS = 3          # a singer's score is the mean of its best few song matches (robust to one odd take)
 CANDIDATE_SONGS = 400  # song neighbours fetched per encoder before aggregation to singers
 CANDIDATE_SINGERS = 100  # plus this many nearest singer vectors per encoder (exact; singers are few)
-EXACT_SINGERS = 2000   # up to this many singers every one is scored exactly
+EXACT_SINGERS = 300    # up to this many singers every one is scored exactly (2000 singers x 30 songs: p99
+                       # 106 ms exact vs 17 ms through candidates, same top-10; benchmarks/query.py notes)
 RESCORE_SINGERS = 200  # above that, at most this many candidates (best singer-vector proxy) are scored exactly
 # A query is a handful of small matrix products: multi-threaded BLAS only adds hand-off cost, and on a
 # busy 2-core machine it made them ~10x slower (30 ms vs 2.4 ms measured), so queries run BLAS and OpenMP
@@ -333,7 +334,7 @@ class Recommender:
         for name in q.exclude:
             allowed[self._singer_row[name]] = False
 
-        cand = self._candidates(q, allowed, k, timbre_weight)
+        cand = self._candidates(q, allowed, k, timbre_weight, expression_weight)
         if len(cand) == 0:
             return pd.DataFrame(columns=RESULT_COLUMNS + self.metadata_columns)
 
@@ -389,7 +390,8 @@ class Recommender:
         out.update({c: v[rows] for c, v in self._singer_meta.items()})
         return pd.DataFrame(out)
 
-    def _candidates(self, q: _QuerySet, allowed: np.ndarray, k: int, timbre_weight: float) -> np.ndarray:
+    def _candidates(self, q: _QuerySet, allowed: np.ndarray, k: int, timbre_weight: float,
+                    expression_weight: float = 0.0) -> np.ndarray:
         """Singer rows to score exactly (see module docstring, step 2)."""
         if len(self.singers) <= EXACT_SINGERS:
             return np.flatnonzero(allowed)
@@ -408,8 +410,11 @@ class Recommender:
         if len(cand) < k:
             return np.flatnonzero(allowed)
         n_rescore = max(self.rescore_singers, 10 * k)
-        if len(cand) > n_rescore:  # keep the best by fused singer-vector similarity (a cheap proxy)
-            proxy = timbre_weight * sims["timbre"][cand] + (1 - timbre_weight) * sims["melody"][cand]
+        if len(cand) > n_rescore:  # keep the best by fused singer-level similarity (a cheap proxy)
+            voice = sims["timbre"][cand]
+            if "expression" in q.vectors and self.singer_expression is not None:
+                voice = (1 - expression_weight) * voice + expression_weight * self.expression_scores(q, cand)
+            proxy = timbre_weight * voice + (1 - timbre_weight) * sims["melody"][cand]
             cand = np.sort(cand[np.argpartition(-proxy, n_rescore - 1)[:n_rescore]])
         return cand
 
