@@ -111,6 +111,24 @@ def _hann(n: int) -> torch.Tensor:
     return torch.hann_window(n, periodic=True)
 
 
+def log_power_spectrum(waves: torch.Tensor, *, n_fft: int, hop_length: int) -> torch.Tensor:
+    """Natural-log power STFT (Hann window, centred, zero-padded): (B, N) or (N,) -> (B, F, T) or (F, T),
+    F = n_fft // 2 + 1, T = 1 + N // hop_length. The front end of :func:`pitch_salience` (and of the
+    expression descriptors, which read harmonic levels from the same spectrum)."""
+    x = torch.as_tensor(waves, dtype=torch.float32)
+    spec = torch.stft(x, n_fft=n_fft, hop_length=hop_length, window=_hann(n_fft), center=True,
+                      pad_mode="constant", return_complex=True)  # (B, F, T)
+    return torch.log(spec.real.square() + spec.imag.square() + 1e-8)
+
+
+def salience_from_log_power(logpow: torch.Tensor, cfg: "MelodyConfig", *, sample_rate: int = 16000) -> torch.Tensor:
+    """Harmonic-sum salience (..., n_pitch, T) of a log-power STFT (..., F, T) from :func:`log_power_spectrum`."""
+    kernel = _salience_kernel(sample_rate, cfg.n_fft, cfg.fmin_hz, cfg.n_pitch, cfg.bins_per_semitone,
+                              cfg.n_harmonics, cfg.harmonic_decay, cfg.fmax_harmonic_hz,
+                              cfg.whiten_bins)  # (P, F')
+    return torch.matmul(kernel, logpow[..., : kernel.shape[1], :]).clamp_min(0)  # (..., P, T)
+
+
 def pitch_salience(waves: torch.Tensor, cfg: "MelodyConfig", *, sample_rate: int = 16000) -> torch.Tensor:
     """Harmonic-sum pitch salience on a log-frequency axis, independent of loudness and spectral envelope.
 
@@ -126,15 +144,8 @@ def pitch_salience(waves: torch.Tensor, cfg: "MelodyConfig", *, sample_rate: int
     -------
     tensor float32 (B, n_pitch, T) with T = 1 + N // cfg.hop_length
     """
-    x = torch.as_tensor(waves, dtype=torch.float32)
-    spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=_hann(cfg.n_fft), center=True,
-                      pad_mode="constant", return_complex=True)  # (B, F, T)
-    kernel = _salience_kernel(sample_rate, cfg.n_fft, cfg.fmin_hz, cfg.n_pitch, cfg.bins_per_semitone,
-                              cfg.n_harmonics, cfg.harmonic_decay, cfg.fmax_harmonic_hz,
-                              cfg.whiten_bins)  # (P, F')
-    spec = spec[:, : kernel.shape[1]]  # (B, F', T)
-    logpow = torch.log(spec.real.square() + spec.imag.square() + 1e-8)  # (B, F', T)
-    return torch.matmul(kernel, logpow).clamp_min(0)  # (B, P, T)
+    logpow = log_power_spectrum(waves, n_fft=cfg.n_fft, hop_length=cfg.hop_length)  # (B, F, T)
+    return salience_from_log_power(logpow, cfg, sample_rate=sample_rate)  # (B, P, T)
 
 
 def pitch_distribution(sal: torch.Tensor, cfg: "MelodyConfig") -> tuple[torch.Tensor, torch.Tensor]:
