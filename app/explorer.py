@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly import colors as pcolors
 
-from data.audio import AUDIO_EXTENSIONS, load_audio
+from data.audio import AUDIO_EXTENSIONS, DEFAULT_SR, load_audio
 from data.errors import SingrecError
 
 ENV_VAR = "SINGREC_INDEX"
@@ -75,7 +75,7 @@ class Clip:
 
     @property
     def seconds(self) -> float:
-        return self.waveform.size / 16000
+        return self.waveform.size / DEFAULT_SR
 
 
 def digest_bytes(data: bytes) -> str:

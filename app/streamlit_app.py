@@ -18,7 +18,7 @@ import streamlit as st
 
 from app import explorer
 from data.errors import SingrecError
-from recsys.rank import EXPRESSION_WEIGHT, RESULT_COLUMNS, Audio, Recommender
+from recsys.rank import EXPRESSION_WEIGHT, RESULT_COLUMNS, Embedded, Recommender
 
 MODE_SINGER = "Singer"
 MODE_CLIP = "Clip"
@@ -52,7 +52,7 @@ def embed_upload(index_dir: str, digest: str, name: str, _data: bytes) -> explor
 def similar_to_clip(index_dir: str, digest: str, k: int, timbre_weight: float, filters: tuple,
                     diversity: float, expression_weight: float, _clip: explorer.Clip) -> pd.DataFrame:
     rec = load_recommender(index_dir)
-    return rec.similar_singers(Audio(_clip.waveform, label=_clip.name), k=k, timbre_weight=timbre_weight,
+    return rec.similar_singers(Embedded(_clip.vectors, label=_clip.name), k=k, timbre_weight=timbre_weight,
                                filters=explorer.thaw_filters(filters), diversity=diversity,
                                expression_weight=expression_weight)
 
@@ -253,7 +253,7 @@ def _play(path, caption: str) -> None:
         st.caption(f"audio unavailable: {exc}")
 
 
-def listen_ui(rec: Recommender, query: Query, outcome: Outcome, row: int) -> None:
+def listen_ui(rec: Recommender, query: Query, opts: Options, outcome: Outcome, row: int) -> None:
     """The best-matching song pair of the chosen result, with audio players for both songs."""
     res = outcome.results
     if res is None or res.empty or row < 0:
@@ -262,9 +262,7 @@ def listen_ui(rec: Recommender, query: Query, outcome: Outcome, row: int) -> Non
     st.markdown(f"**Why #{int(r['rank'])} {r['singer']}?** Their best-matching song pair:")
     st.caption(f"total {r['score']:.3f} from timbre {r['timbre_score']:.3f}, expression "
                f"{r['expression_score']:.3f} and melody {r['melody_score']:.3f} (timbre weight "
-               f"{st.session_state.get('timbre_weight', 0.7):.2f}, expression share "
-               f"{st.session_state.get('expression_weight', EXPRESSION_WEIGHT):.2f})")
-    songs = rec.songs.set_index("song_id")
+               f"{opts.timbre_weight:.2f}, expression share {opts.expression_weight:.2f})")
     query_expr = (outcome.clip.vectors.get("expression") if outcome.clip is not None
                   else rec.singer_expression_of(query.singer) if query.singer else None)
     if query_expr is not None and rec.singer_expression is not None:
@@ -282,12 +280,10 @@ def listen_ui(rec: Recommender, query: Query, outcome: Outcome, row: int) -> Non
         if outcome.clip is not None:
             st.markdown(f"**Your clip** · {outcome.clip.name} ({outcome.clip.seconds:.1f} s)")
             st.audio(query.upload_bytes, format=query.upload_type or "audio/wav")
-        elif str(r["query_song"]) in songs.index:
-            s = songs.loc[str(r["query_song"])]
+        elif (s := rec.song(str(r["query_song"]))) is not None:
             _play(s["path"], f"**{s['singer']}** (query) · {r['query_song']}")
     with right:
-        if str(r["match_song"]) in songs.index:
-            s = songs.loc[str(r["match_song"])]
+        if (s := rec.song(str(r["match_song"]))) is not None:
             _play(s["path"], f"**{s['singer']}** (#{int(r['rank'])}) · {r['match_song']}")
 
 
@@ -376,7 +372,7 @@ def main() -> None:
                                        on_change="rerun")
     with listen_tab:
         if listen_tab.open is not False:
-            listen_ui(rec, query, outcome, row)
+            listen_ui(rec, query, opts, outcome, row)
     with clusters_tab:
         if clusters_tab.open:
             clusters_ui(rec, key, query)

@@ -90,12 +90,20 @@ class Audio:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """A clip already embedded by :meth:`Recommender.embed_clip` ({kind: (d,)} vectors): queried like
+    :class:`Audio` without running the encoders again (the app embeds an upload once, then re-ranks it)."""
+    vectors: Mapping[str, np.ndarray]
+    label: str = "clip"
+
+
+@dataclass(frozen=True)
 class Mix:
     """A weighted mix of singers, e.g. ``Mix({"ava-moreno": 0.5, "ben-ito": 0.5})``."""
     weights: Mapping[str, float]
 
 
-Query = Union[str, Singer, Song, Audio, Mix]
+Query = Union[str, Singer, Song, Audio, Embedded, Mix]
 
 
 @dataclass
@@ -207,7 +215,7 @@ class Recommender:
         hint = f"; {'ambiguous' if same else 'closest'}: {', '.join(close)}" if close else ""
         raise SingrecError(f"unknown singer {name!r}{hint}")
 
-    def embed_clip(self, source, *, label: str = "clip") -> dict:
+    def embed_clip(self, source) -> dict:
         """Embed an audio file or waveform with the index's encoders (and the expression descriptors):
         {kind: (d,)}."""
         from encoders.embed import embed_songs
@@ -247,9 +255,16 @@ class Recommender:
             exclude = {self.songs["singer"].iloc[r]} if query.exclude_singer else set()
             return _QuerySet(self._song_rows(np.array([r])), np.ones(1), [query.song_id], exclude, by_singer=False)
         if isinstance(query, Audio):
-            vecs = self.embed_clip(query.source, label=query.label)
-            return _QuerySet({k: v[None] for k, v in vecs.items()}, np.ones(1), [query.label], set(), by_singer=False)
+            query = Embedded(self.embed_clip(query.source), query.label)
+        if isinstance(query, Embedded):
+            return _QuerySet({k: np.asarray(v)[None] for k, v in query.vectors.items()}, np.ones(1), [query.label],
+                             set(), by_singer=False)
         raise SingrecError(f"unsupported query type {type(query).__name__}")
+
+    def song(self, song_id: str) -> pd.Series | None:
+        """The ``songs.parquet`` row of a song id (path, singer, metadata), or None if it is not indexed."""
+        row = self._song_row.get(song_id)
+        return None if row is None else self.songs.iloc[row]
 
     def _song_rows(self, rows: np.ndarray) -> dict:
         """{kind: (Q, d)} vectors of catalogue song rows (and their expression descriptors, if indexed)."""
@@ -304,7 +319,7 @@ class Recommender:
 
         Parameters
         ----------
-        query : singer name, :class:`Singer`, :class:`Song`, :class:`Audio` or :class:`Mix`
+        query : singer name, :class:`Singer`, :class:`Song`, :class:`Audio`, :class:`Embedded` or :class:`Mix`
         k : number of singers returned
         timbre_weight : weight of the timbre score in [0, 1]; the melody score gets the rest
         filters : ``{column: value or [values]}`` on singer metadata (e.g. ``{"gender": "f"}``)

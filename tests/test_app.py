@@ -168,13 +168,17 @@ def test_missing_index_shows_an_error(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def test_resolve_index_dir_order(tmp_path):
+def test_resolve_index_dir_order(tmp_path, monkeypatch):
     script = "app/streamlit_app.py"
     env = {explorer.ENV_VAR: str(tmp_path / "env")}
     assert explorer.resolve_index_dir(["/x/app/streamlit_app.py", str(tmp_path / "arg")], env, script) \
         == tmp_path / "arg"
     assert explorer.resolve_index_dir(["/usr/bin/pytest", "tests/"], env, script) == tmp_path / "env"
-    assert explorer.resolve_index_dir(["/usr/bin/pytest"], {}, script) in (None, explorer.DEFAULT_INDEX)
+    monkeypatch.chdir(tmp_path)  # DEFAULT_INDEX is relative: no demo index here ...
+    assert explorer.resolve_index_dir(["/usr/bin/pytest"], {}, script) is None
+    (tmp_path / explorer.DEFAULT_INDEX).mkdir(parents=True)
+    (tmp_path / explorer.DEFAULT_INDEX / "index.json").write_text("{}")  # ... and now there is one
+    assert explorer.resolve_index_dir(["/usr/bin/pytest"], {}, script) == explorer.DEFAULT_INDEX
 
 
 def test_decode_upload_size_limit_and_success():
@@ -192,8 +196,6 @@ def test_map_figure_and_selection(rec):
     for kind in ("song", "singer"):
         fig = explorer.map_figure(rec.map, kind=kind, colour_by="singer", metadata_columns=rec.metadata_columns,
                                   highlight=h)
-        types = {t.type for t in fig.data}
-        assert "scattergl" in types
         names = [t.name for t in fig.data]
         assert "results" in names and any(n.startswith("query:") for n in names) and "your clip" in names
         base = fig.data[0]
