@@ -195,7 +195,7 @@ def _hover(df: pd.DataFrame, kind: str, meta: Sequence[str]) -> tuple[np.ndarray
     """customdata (row index first, then the hover fields) and the hover template."""
     fields = ["singer"] + (["id"] if kind == "song" else []) + ["cluster"] + [c for c in meta if c in df]
     custom = np.column_stack([df.index.to_numpy()] + [df[f].astype(str).to_numpy() for f in fields])
-    lines = [f"<b>%{{customdata[1]}}</b>"]
+    lines = ["<b>%{customdata[1]}</b>"]
     for i, f in enumerate(fields[1:], start=2):
         label = "song" if f == "id" else f.replace("_", " ")
         lines.append(f"{label}: %{{customdata[{i}]}}")

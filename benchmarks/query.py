@@ -71,8 +71,6 @@ def synthetic_row(n_songs: int, songs_per_singer: int, n_queries: int) -> tuple:
     cut), so the overlap measures all approximations at once: the IVF index, the candidate singers and the
     rescoring budget.
     """
-    import recsys.rank as rank
-
     print(f"building the {n_songs}-song synthetic index ...", flush=True)
     approx = synthetic_recommender(n_songs, songs_per_singer)
     rng = np.random.default_rng(1)
@@ -85,12 +83,8 @@ def synthetic_row(n_songs: int, songs_per_singer: int, n_queries: int) -> tuple:
                         {"timbre": exact_index, "melody": build_index(approx.song_vectors["melody"], "Flat")},
                         pd.DataFrame())
     singers = approx.singers["singer"].to_numpy()[rng.choice(len(approx.singers), 50, replace=False)].tolist()
-    limit = rank.EXACT_SINGERS
-    try:
-        rank.EXACT_SINGERS = len(approx.singers)  # the reference: every singer scored exactly
-        reference = {s: set(exact.similar_singers(s, k=10)["singer"]) for s in singers}
-    finally:
-        rank.EXACT_SINGERS = limit
+    exact.exact_singers = len(approx.singers)  # the reference: every singer scored exactly
+    reference = {s: set(exact.similar_singers(s, k=10)["singer"]) for s in singers}
     overlap = np.mean([len(set(approx.similar_singers(s, k=10)["singer"]) & reference[s]) / 10 for s in singers])
     query_singers = approx.singers["singer"].to_numpy()[rng.choice(len(approx.singers), n_queries, replace=False)]
     p50, p99 = latency(approx, query_singers.tolist(), rounds=1)

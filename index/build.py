@@ -35,7 +35,7 @@ from encoders.embed import embed_songs
 from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION, ExpressionEmbedder
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
 from index.map import compute_map
-from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, read_info, write_csv, write_json,
+from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_expression, read_info, write_csv, write_json,
                          write_npy, write_npz, write_parquet)
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[pd.DataFrame, dict]
     check_encoders(info, encoders, index_dir)
     songs = pd.read_parquet(index_dir / "songs.parquet")
     vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy") for k in KINDS}
-    if info.get("expression", {}).get("version") != EXPRESSION_VERSION:
+    if not has_current_expression(info):
         raise SingrecError("this index has no (or older) expression descriptors; rebuild it without --append",
                            index_dir)
     vectors["expression"] = np.load(index_dir / "embeddings" / "songs_expression.npy")

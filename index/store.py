@@ -74,6 +74,13 @@ def write_npz(path: str | Path, **arrays) -> Path:
     return atomic_write(path, _w)
 
 
+def has_current_expression(info: dict) -> bool:
+    """Whether an ``index.json`` (as read) holds expression descriptors of the current version."""
+    from encoders.expression import EXPRESSION_VERSION
+
+    return info.get("expression", {}).get("version") == EXPRESSION_VERSION
+
+
 def read_info(index_dir: str | Path) -> dict:
     """Read and check ``index.json`` (exists, parses, right format version)."""
     index_dir = Path(index_dir)

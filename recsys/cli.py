@@ -93,8 +93,7 @@ def train(
 
     opts = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size}.items() if v is not None}
     paths = _run(train_fn, catalogue, out, encoder=encoder, pitch=pitch, stretch=stretch, positives=positives,
-                 seed=seed,
-                 resume=resume, **opts)
+                 seed=seed, resume=resume, **opts)
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
 
@@ -140,8 +139,9 @@ def similar(
     audio: Optional[Path] = typer.Option(None, "--audio", help="Query audio file (embedded on the fly)."),
     k: int = typer.Option(10, "--k", help="Number of singers."),
     timbre_weight: float = typer.Option(0.7, help="Weight of the voice (timbre) vs melody similarity, 0..1."),
-    expression_weight: float = typer.Option(
-        0.6, help="Share of the voice score given to singing expression and voice quality, 0..1."),
+    expression_weight: Optional[float] = typer.Option(
+        None, help="Share of the voice score given to singing expression and voice quality, 0..1 "
+                   "(default: the ranking's, recsys.rank.EXPRESSION_WEIGHT)."),
     where: list[str] = typer.Option([], "--where", help="Metadata filter COLUMN=VALUE[,VALUE...]; repeatable."),
     diversity: float = typer.Option(0.0, help="0 = pure relevance, up to 1 = more varied results (MMR)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON records instead of a table."),
@@ -181,7 +181,8 @@ def evaluate(
     index_dir: Path = typer.Argument(..., help="Index directory made by `singrec index`."),
     k: int = typer.Option(10, "--k", help="Cut-off of nDCG."),
     timbre_weight: float = typer.Option(0.7, help="Weight used by the ranking being evaluated."),
-    expression_weight: float = typer.Option(0.6, help="Expression share used by the ranking being evaluated."),
+    expression_weight: Optional[float] = typer.Option(
+        None, help="Expression share used by the ranking being evaluated (default: the ranking's)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Retrieval metrics of an index (and nDCG vs ground truth for synthetic catalogues)."""
@@ -231,17 +232,14 @@ def demo(
     typer.echo(f"      {_synth_summary(json.loads(info_path.read_text()))}")
 
     from index.build import build_catalogue_index
-    from index.store import read_info
-
     from encoders.checkpoint import DEFAULT_CHECKPOINTS, file_sha256
-
-    from encoders.expression import EXPRESSION_VERSION
+    from index.store import has_current_expression, read_info
 
     try:  # up to date = same catalogue files, the same shipped encoder weights and expression descriptors
         info = read_info(index_dir)
         fresh = info["catalogue"].get("fingerprint") == cat.fingerprint() and all(
             info["encoders"][k]["sha256"] == file_sha256(p) for k, p in DEFAULT_CHECKPOINTS.items()) and \
-            info.get("expression", {}).get("version") == EXPRESSION_VERSION
+            has_current_expression(info)
     except (SingrecError, KeyError, OSError):
         fresh = False
     if fresh:

@@ -125,9 +125,7 @@ def load_ground_truth(index_info: dict) -> pd.DataFrame | None:
 def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float = 0.7,
                    expression_weight: float | None = None) -> dict:
     """Retrieval metrics of an index, and nDCG@k of its similar-singer ranking when ground truth exists."""
-    from recsys.rank import EXPRESSION_WEIGHT, Recommender
-
-    ew = EXPRESSION_WEIGHT if expression_weight is None else expression_weight
+    from recsys.rank import Recommender, Song
 
     rec = Recommender.load(index_dir)
     songs = rec.songs
@@ -142,22 +140,20 @@ def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float =
         out["timbre_melody_map_across_singers"] = mean_average_precision(t, songs["melody_id"],
                                                                          exclude=songs["singer"])
     # a catalogue song queried like an uploaded clip (its singer not excluded): is its own singer first?
-    from recsys.rank import Song
-
     owner = songs.set_index("song_id")["singer"]
     out["clip_self_top1"] = float(np.mean([
         rec.similar_singers(Song(s, exclude_singer=False), k=1, timbre_weight=timbre_weight,
-                            expression_weight=ew)["singer"].iloc[0] == owner[s] for s in songs["song_id"]]))
+                            expression_weight=expression_weight)["singer"].iloc[0] == owner[s] for s in songs["song_id"]]))
     gt = load_ground_truth(rec.info)
     if gt is not None:
         gt = gt[gt["singer"].isin(set(rec.singers["singer"]))]
         truth = ground_truth_neighbours(gt, k)
-        def ndcg(tw, ew_):
-            return ranking_ndcg(lambda s: rec.similar_singers(s, k=k, timbre_weight=tw, expression_weight=ew_)[
+        def ndcg(tw, ew):  # ew None: the ranking's default expression weight
+            return ranking_ndcg(lambda s: rec.similar_singers(s, k=k, timbre_weight=tw, expression_weight=ew)[
                 "singer"].tolist(), truth, k)
 
-        out[f"ndcg@{k}"] = ndcg(timbre_weight, ew)
-        out[f"ndcg@{k}_voice_only"] = ndcg(1.0, ew)  # timbre + expression, no melody
+        out[f"ndcg@{k}"] = ndcg(timbre_weight, expression_weight)
+        out[f"ndcg@{k}_voice_only"] = ndcg(1.0, expression_weight)  # timbre + expression, no melody
         out[f"ndcg@{k}_timbre_only"] = ndcg(1.0, 0.0)
         out[f"ndcg@{k}_expression_only"] = ndcg(1.0, 1.0)
         out[f"ndcg@{k}_random"] = float(np.mean([

@@ -43,9 +43,9 @@ from threadpoolctl import ThreadpoolController
 
 from data.errors import SingrecError
 from encoders.base import l2_normalise
+from encoders.expression import EXPRESSION_FEATURES, ExpressionEmbedder
 from index.faiss_index import load_index, search
-from encoders.expression import EXPRESSION_VERSION, ExpressionEmbedder
-from index.store import KINDS, check_encoders, read_info
+from index.store import KINDS, check_encoders, has_current_expression, read_info
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ TOP_SONGS = 3          # a singer's score is the mean of its best few song match
 CANDIDATE_SONGS = 400  # song neighbours fetched per encoder before aggregation to singers
 CANDIDATE_SINGERS = 100  # plus this many nearest singer vectors per encoder (exact; singers are few)
 EXACT_SINGERS = 300    # up to this many singers every one is scored exactly (2000 singers x 30 songs: p99
-                       # 106 ms exact vs 17 ms through candidates, same top-10; benchmarks/query.py notes)
+                       # 106 ms exact vs 17 ms through candidates, same top-10; BENCHMARKS.md "Index and queries")
 RESCORE_SINGERS = 200  # above that, at most this many candidates (best singer-vector proxy) are scored exactly
 # A query is a handful of small matrix products: multi-threaded BLAS only adds hand-off cost, and on a
 # busy 2-core machine it made them ~10x slower (30 ms vs 2.4 ms measured), so queries run BLAS and OpenMP
@@ -144,7 +144,8 @@ class Recommender:
             x = np.asarray(song_expression, np.float64)
             self._song_expr_mean, self._song_expr_std = x.mean(0), np.maximum(x.std(0), 1e-6)
             self._song_expr_z = ((x - self._song_expr_mean) / self._song_expr_std).astype(np.float32)  # (N, D)
-        self.rescore_singers = RESCORE_SINGERS  # see _candidates; benchmarks raise it for an exact reference
+        # candidate limits (module defaults; tests and benchmarks change them per recommender)
+        self.exact_singers, self.rescore_singers = EXACT_SINGERS, RESCORE_SINGERS
         self._singer_names = singers["singer"].to_numpy(dtype=object)
         self._singer_meta = {c: singers[c].to_numpy() for c in self.metadata_columns}
         self._map_songs = map_df[map_df["kind"] == "song"].set_index("id").reindex(songs["song_id"])
@@ -169,7 +170,7 @@ class Recommender:
         fpath = index_dir / "failures.csv"
         failures = pd.read_csv(fpath) if fpath.is_file() and fpath.stat().st_size else pd.DataFrame()
         song_expr = singer_expr = None
-        if info.get("expression", {}).get("version") == EXPRESSION_VERSION:
+        if has_current_expression(info):
             song_expr = np.load(index_dir / "embeddings" / "songs_expression.npy")
             singer_expr = np.load(index_dir / "embeddings" / "singers_expression.npy")
         else:
@@ -292,8 +293,6 @@ class Recommender:
         (in standard deviations over the catalogue's singers, the unit of a singer query's
         ``expression_score``); empty when the index has no expression descriptors.
         """
-        from encoders.expression import EXPRESSION_FEATURES
-
         other = self.singer_expression_of(singer)
         if other is None:
             return pd.DataFrame(columns=["descriptor", query_label, singer, "difference"])
@@ -314,7 +313,7 @@ class Recommender:
 
     def similar_singers(self, query: Query, k: int = 10, timbre_weight: float = 0.7,
                         filters: Mapping | None = None, diversity: float = 0.0,
-                        expression_weight: float = EXPRESSION_WEIGHT) -> pd.DataFrame:
+                        expression_weight: float | None = EXPRESSION_WEIGHT) -> pd.DataFrame:
         """Rank singers similar to ``query``.
 
         Parameters
@@ -325,13 +324,14 @@ class Recommender:
         filters : ``{column: value or [values]}`` on singer metadata (e.g. ``{"gender": "f"}``)
         diversity : 0 = pure relevance; up to 1 = MMR re-ranking that spreads results over voice space
         expression_weight : share of the voice (timbre) part given to the expression descriptors, in [0, 1];
-            ignored (expression_score NaN) when the index has none
+            ignored (expression_score NaN) when the index has none; None = ``EXPRESSION_WEIGHT``
 
         Returns
         -------
         DataFrame with columns rank, singer, score, timbre_score, melody_score, expression_score, query_song,
         match_song and the singer metadata columns, best first.
         """
+        expression_weight = EXPRESSION_WEIGHT if expression_weight is None else expression_weight
         with _BLAS.limit(limits=1):  # BLAS and OpenMP (FAISS)
             return self._similar_singers(query, k, timbre_weight, filters, diversity, expression_weight)
 
@@ -392,7 +392,7 @@ class Recommender:
         else:
             e_score = np.full(len(cand), np.nan)
         order = np.lexsort((cand, -score))  # best first, ties by singer row (deterministic)
-        order = self._mmr(cand[order], score[order], k, diversity, order) if diversity > 0 else order[:k]
+        order = order[self._mmr(cand[order], score[order], k, diversity)] if diversity > 0 else order[:k]
         # only the k returned rows are assembled (a DataFrame over all candidates cost more than the scoring)
         joint = fused[:, order].transpose(1, 0, 2).reshape(len(order), -1).argmax(1)  # (k,) best pair
         pair_q, pair_m = np.divmod(joint, width)
@@ -408,17 +408,17 @@ class Recommender:
     def _candidates(self, q: _QuerySet, allowed: np.ndarray, k: int, timbre_weight: float,
                     expression_weight: float = 0.0) -> np.ndarray:
         """Singer rows to score exactly (see module docstring, step 2)."""
-        if len(self.singers) <= EXACT_SINGERS:
+        if len(self.singers) <= self.exact_singers:
             return np.flatnonzero(allowed)
         cand = set()
         n_songs = min(len(self.songs), max(CANDIDATE_SONGS, 40 * k))
         n_singers = min(len(self.singers), max(CANDIDATE_SINGERS, 10 * k))
-        centroids, sims = {}, {}
+        sims = {}
         for kind in KINDS:
-            centroids[kind] = l2_normalise((q.weights[:, None] * q.vectors[kind]).sum(0, keepdims=True))
-            _, ids = search(self.song_indexes[kind], centroids[kind], n_songs)
+            centroid = l2_normalise((q.weights[:, None] * q.vectors[kind]).sum(0, keepdims=True))
+            _, ids = search(self.song_indexes[kind], centroid, n_songs)
             cand.update(self._singer_of_song[ids[0][ids[0] >= 0]].tolist())
-            sims[kind] = np.asarray(self.singer_vectors[kind]) @ centroids[kind][0]  # (S,)
+            sims[kind] = np.asarray(self.singer_vectors[kind]) @ centroid[0]  # (S,)
             cand.update(np.argpartition(-sims[kind], n_singers - 1)[:n_singers].tolist())
         cand = np.array(sorted(cand), dtype=np.int64)
         cand = cand[allowed[cand]]
@@ -433,9 +433,9 @@ class Recommender:
             cand = np.sort(cand[np.argpartition(-proxy, n_rescore - 1)[:n_rescore]])
         return cand
 
-    def _mmr(self, rows: np.ndarray, scores: np.ndarray, k: int, diversity: float, order: np.ndarray) -> np.ndarray:
+    def _mmr(self, rows: np.ndarray, scores: np.ndarray, k: int, diversity: float) -> list[int]:
         """Maximal marginal relevance over candidates sorted best first (singer ``rows``, their ``scores``):
-        relevance minus similarity to singers already picked. Returns the picked entries of ``order``."""
+        relevance minus similarity to singers already picked. Returns the picked positions."""
         vecs = self.singer_vectors["timbre"][rows]
         sims = vecs @ vecs.T
         picked, left = [], list(range(len(rows)))
@@ -444,7 +444,7 @@ class Recommender:
             best = left[int(np.argmax((1 - diversity) * scores[left] - diversity * penalty))]
             picked.append(best)
             left.remove(best)
-        return order[picked]
+        return picked
 
     # ------------------------------------------------------------------ map and clusters
     def place_on_map(self, vectors: Mapping, n_neighbors: int = 5) -> tuple[float, float]:

@@ -144,16 +144,14 @@ def _vector_recommender(n_singers: int, songs_per_singer: int, seed: int = 0) ->
     return Recommender(None, {}, songs, singers, map_df, vecs, singer_vecs, indexes, pd.DataFrame())
 
 
-def test_large_catalogue_path_scores_exactly_and_keeps_the_best(monkeypatch):
+def test_large_catalogue_path_scores_exactly_and_keeps_the_best():
     """Above EXACT_SINGERS only candidates are scored (at most rescore_singers of them, chosen by singer
     vectors); each returned score must equal the exact one, and the top results must mostly agree."""
-    import recsys.rank as rank
-
     rec = _vector_recommender(400, 4)
     queries = rec.singers["singer"].tolist()[:40]
-    exact = {q: rec.similar_singers(q, k=10, filters={"group": [0, 1]}) for q in queries}  # 400 <= 2000: all
-    monkeypatch.setattr(rank, "EXACT_SINGERS", 50)
-    rec.rescore_singers = 30
+    rec.exact_singers = len(rec.singers)  # the reference: every singer scored exactly
+    exact = {q: rec.similar_singers(q, k=10, filters={"group": [0, 1]}) for q in queries}
+    rec.exact_singers, rec.rescore_singers = 50, 30
     overlap, top1 = [], []
     for q in queries:
         approx = rec.similar_singers(q, k=10, filters={"group": [0, 1]})
