@@ -7,7 +7,10 @@ from pathlib import Path
 
 
 def write_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the ``## title`` section of a markdown file, leaving other sections alone."""
+    """Replace (or append) the whole ``## title`` section of a markdown file, leaving other sections alone.
+
+    Everything in the section is replaced, including text added by hand, so the scripts call this only when
+    asked to (``--write``)."""
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
     block = f"## {title}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)

@@ -13,7 +13,7 @@ For scale, the same measurement on a *reference* page (just a heading, a 10-row 
 900-point ``Scattergl``: the least any Streamlit page showing a map and a table costs on this machine at
 this moment) is interleaved with the explorer's loads, since the shared cores make absolute times drift.
 
-Prints a markdown table and writes it into the "App" section of BENCHMARKS.md (``--no-write`` to skip).
+Prints a markdown table (``--write``: also replaces the "App (`benchmarks/app_paint.py`)" section of BENCHMARKS.md).
 ``--screenshot PATH`` also saves a screenshot of the warm page.
 
 Run: ``.venv/bin/python benchmarks/app_paint.py [--index demo_data/index] [--loads 7]``
@@ -103,7 +103,9 @@ def main() -> None:
     ap.add_argument("--index", type=Path, default=ROOT / "demo_data" / "index")
     ap.add_argument("--loads", type=int, default=7, help="timed loads per browser state")
     ap.add_argument("--screenshot", type=Path, default=None, help="save a screenshot of the warm page here")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    ap.add_argument("--write", action="store_true",
+                    help="also replace this script's whole section of BENCHMARKS.md with the output (the section's "
+                         "hand-written notes are lost; default: print only)")
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -175,7 +177,7 @@ def main() -> None:
         f"--loads {args.loads}`",
     ])
     print(body)
-    if not args.no_write:
+    if args.write:
         write_section(ROOT / "BENCHMARKS.md", "App (`benchmarks/app_paint.py`)", body)
         print(f"\nwrote the App section of {ROOT / 'BENCHMARKS.md'}")
 

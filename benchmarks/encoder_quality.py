@@ -1,7 +1,7 @@
 """(Not named encoders.py: a script of that name in benchmarks/ would shadow the encoders package.)
 
 Encoder benchmark: held-out singer retrieval, melody retrieval, cross-leakage, the pair-policy ablation and
-embedding throughput. Prints markdown tables and writes them into the "Encoders" section of BENCHMARKS.md.
+embedding throughput. Prints markdown tables (``--write``: also replaces the "Encoders" section of BENCHMARKS.md).
 
 Held-out evaluation: the encoders are trained on the default synthetic catalogue with seed 0; they are
 evaluated on the default-size catalogue with seed 1 -- other singers, other melodies, other recording
@@ -20,7 +20,7 @@ Throughput: x real time of (a) the timbre encoder from log-mel, (b) the melody e
 
     python benchmarks/encoder_quality.py                      # everything (the ablation trains 5 small models)
     python benchmarks/encoder_quality.py --parts eval,throughput   # without the ablation
-    python benchmarks/encoder_quality.py --timbre out/run/timbre.pt --ablation-epochs 8 --no-write
+    python benchmarks/encoder_quality.py --timbre out/run/timbre.pt --ablation-epochs 8
 """
 from __future__ import annotations
 
@@ -190,7 +190,9 @@ def main() -> None:
     ap.add_argument("--parts", default="eval,ablation,throughput",
                     help="comma-separated subset of eval, ablation, throughput")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: set_torch_threads())")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    ap.add_argument("--write", action="store_true",
+                    help="also replace this script's whole section of BENCHMARKS.md with the output (the section's "
+                         "hand-written notes are lost; default: print only)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     threads = set_torch_threads(args.threads)
@@ -239,7 +241,7 @@ def main() -> None:
         sections.append(text)
         print(text, flush=True)
 
-    if not args.no_write:
+    if args.write:
         body = "\n\n".join(sections) + "\n\nReproduce: `python benchmarks/encoder_quality.py`"
         write_section(ROOT / "BENCHMARKS.md", "Encoders", body)
         print(f"wrote the Encoders section of {ROOT / 'BENCHMARKS.md'}")

@@ -80,8 +80,11 @@ def main() -> None:
                     help="index of the catalogue the encoders were trained on (the probe is fitted here)")
     ap.add_argument("--eval-index", type=Path, required=True, help="index of a catalogue of other singers")
     ap.add_argument("--expression", action="store_true",
-                    help="also probe with prototype f0-contour features (reads every song again, ~1 min per 900)")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+                    help="also probe with the expression descriptors (the index's own when current, else computed "
+                         "again from the audio)")
+    ap.add_argument("--write", action="store_true",
+                    help="also replace this script's whole section of BENCHMARKS.md with the output (the section's "
+                         "hand-written notes are lost; default: print only)")
     args = ap.parse_args()
 
     gt0, v0 = singer_table(args.train_index)
@@ -150,7 +153,7 @@ def main() -> None:
     body = ("\n\n".join(out) + "\n\nReproduce: `python benchmarks/ndcg_analysis.py --train-index "
             f"{args.train_index} --eval-index {args.eval_index}{' --expression' if args.expression else ''}`")
     print(body)
-    if not args.no_write:
+    if args.write:
         write_section(ROOT / "BENCHMARKS.md", "Similar-singer ranking: what limits nDCG@10", body)
 
 
