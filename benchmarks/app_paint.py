@@ -159,7 +159,7 @@ def main() -> None:
     load_after = os.getloadavg()[0]
     body = "\n".join([
         f"First meaningful paint of the explorer page (navigation -> map plotted and results table of the "
-        f"default query filled), headless Debian chromium, index `{args.index.name}` "
+        f"default query filled), headless Debian chromium, index `{_shown(args.index)}` "
         f"({len(singers)} singers, {n_songs} songs), server warm (index loaded, default query cached). "
         f"Target: <= 3 s warm.",
         "",

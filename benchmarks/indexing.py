@@ -1,7 +1,7 @@
 """Indexing throughput, end to end: audio files -> finished index directory, in x real time.
 
 Synthesizes a catalogue (or takes --catalogue), then runs ``build_catalogue_index`` with the shipped encoders
-three times into fresh folders and reports the median; the embedding stage (decode + features + both encoders)
+three times into fresh folders and reports the median; the embedding stage (decode + features + both encoders + the expression descriptors)
 and the whole build (including FAISS, tables and the UMAP map, with numba already warm) are timed separately.
 
 Run: ``.venv/bin/python benchmarks/indexing.py [--catalogue DIR] [--singers 20 --songs 3 --seconds 60]``
