@@ -86,14 +86,6 @@ class MFCCEmbedder:
         """Embed songs given as log-mels (n_mels, T_i); float32 (N, dim), unit rows."""
         return self.transform(self.raw_logmels(mels))
 
-    def embed_waveform(self, y: np.ndarray, sr: int = 16000) -> np.ndarray:
-        """Embed one mono waveform; float32 (dim,), unit norm."""
-        return self.embed_batch([y], sr=sr)[0]
-
-    def embed_batch(self, waves: Sequence[np.ndarray], sr: int = 16000) -> np.ndarray:
-        """Embed mono waveforms at ``sr`` Hz; float32 (B, dim), unit rows."""
-        return self.transform(self.raw_waveforms(waves, sr=sr))
-
     def _resampled(self, y: np.ndarray, sr: int) -> np.ndarray:
         y = np.asarray(y, dtype=np.float32)
         if y.ndim != 1:

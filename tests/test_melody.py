@@ -106,7 +106,7 @@ def test_input_representation_is_causal():
 def test_receptive_field_matches_config():
     cfg = MelodyConfig(**SMALL)
     rf = receptive_field(cfg.n_layers, cfg.kernel_size)
-    assert rf == 1 + 2 * (cfg.kernel_size - 1) * (2 ** cfg.n_layers - 1) == 509
+    assert rf == 509  # 1 + 2 (k - 1)(2^L - 1) with k = 3, L = 7
     model = small_model().double()
     n_t = rf + 40
     t = n_t - 5
@@ -204,7 +204,7 @@ def test_tiny_training_lowers_recon_and_checkpoint_round_trips(tiny_songs, tmp_p
     for key in ("val_recon_mse", "val_melody_map", "val_singer_top1"):
         assert key in enc.metrics
     ckpt = torch.load(out, weights_only=True)
-    assert ckpt["config"]["lags"] == [4, 8, 16, 32] or tuple(ckpt["config"]["lags"]) == (4, 8, 16, 32)
+    assert tuple(ckpt["config"]["lags"]) == (4, 8, 16, 32)
     assert ckpt["data"]["songs"] == 8 and ckpt["data"]["melodies"] == 4
     # identical embeddings after a save / load round trip
     waves = [tone_melody(*random_tune(s)) for s in range(3)]
