@@ -206,12 +206,14 @@ def _command() -> str:
 
 def _state_matches(state: dict, cfg: TimbreConfig, data: dict, seed: int, val_ids: list[str]) -> str | None:
     """Why a saved training state cannot be resumed with these settings (None if it can)."""
-    defaults = asdict(TimbreConfig())  # fields added since the state was written count as their default
-    old = {**defaults, **dict(state["config"])}
+    try:  # fields added since the state was written take their default; lists come back as tuples
+        old = asdict(TimbreConfig.from_dict(dict(state["config"])))
+    except (TypeError, ValueError) as exc:
+        return f"settings of another trainer version ({exc})"
     new = asdict(cfg)
-    diffs = [k for k in new if k not in RESUMABLE_CHANGES and _differs(old.get(k), new[k])]
+    diffs = [k for k in new if k not in RESUMABLE_CHANGES and old[k] != new[k]]
     if diffs:
-        return "different settings: " + ", ".join(f"{k}={old.get(k)!r}->{new[k]!r}" for k in diffs)
+        return "different settings: " + ", ".join(f"{k}={old[k]!r}->{new[k]!r}" for k in diffs)
     if state["seed"] != seed:
         return f"different seed ({state['seed']} -> {seed})"
     if state["data"]["manifest_sha256"] != data["manifest_sha256"]:
@@ -219,12 +221,6 @@ def _state_matches(state: dict, cfg: TimbreConfig, data: dict, seed: int, val_id
     if list(state["val_ids"]) != list(val_ids):
         return "a different validation split"
     return None
-
-
-def _differs(a, b) -> bool:
-    """True when two config values differ (tuples and lists of the same items are equal)."""
-    norm = (lambda v: list(v) if isinstance(v, (tuple, list)) else v)
-    return norm(a) != norm(b)
 
 
 def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int = 0,
