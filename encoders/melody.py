@@ -668,19 +668,18 @@ def _masked_mse(recon: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor
     return (((recon - target) ** 2) * mask).sum() / (mask.sum() * target.shape[1])
 
 
-def _evaluate(model: TCAE, cache: list[tuple[torch.Tensor, torch.Tensor]], cfg: MelodyConfig,
-              singers: np.ndarray, melodies: np.ndarray | None) -> dict:
-    """Validation: reconstruction MSE of whole songs, melody mAP across singers, singer top-1 (leakage)."""
+def _evaluate(model: TCAE, inputs: list[torch.Tensor], singers: np.ndarray, melodies: np.ndarray | None) -> dict:
+    """Validation on whole songs' model inputs (C_in, T_i): reconstruction MSE, melody mAP across singers,
+    singer top-1 (leakage). One forward pass per song gives both the reconstruction and the melody vector."""
     model.eval()
-    enc = MelodyEncoder(model)
-    inputs = [interval_features(q.float()[None], v.float()[None], cfg)[0] for q, v in cache]  # (C_in, T_i)
-    mse, frames = 0.0, 0
+    mse, frames, emb = 0.0, 0, []
     with torch.inference_mode():
         for x in inputs:
-            recon, _ = model(x[None])
+            recon, z = model(x[None])  # (1, C_in, T), (1, latent, T)
             mse += float(((recon[0] - x) ** 2).mean()) * x.shape[1]
             frames += x.shape[1]
-    emb = enc.embed_inputs(inputs)
+            emb.append(model.pool(z)[0].numpy())  # unit vector, as MelodyEncoder.embed_inputs gives
+    emb = np.stack(emb) if emb else np.zeros((0, model.cfg.embed_dim), np.float32)
     metrics = {"val_recon_mse": mse / max(frames, 1)}
     metrics["val_singer_top1"] = retrieval_metrics(emb, singers)["top1"]  # leakage: nearest song, same singer
     if melodies is not None:
@@ -784,6 +783,9 @@ def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 3
         for i in train_idx:
             by_melody.setdefault(int(melody_codes[i]), []).append(int(i))
 
+    # validation inputs do not change between epochs: whole songs, computed once
+    val_inputs = [interval_features(inputs[i][0].float()[None], inputs[i][1].float()[None], cfg)[0]
+                  for i in val_idx]  # (C_in, T_i) each
     for epoch in tqdm(range(start_epoch, epochs), desc="melody epochs", unit="epoch", initial=start_epoch,
                       total=epochs, leave=False, disable=not progress):
         model.train()
@@ -835,8 +837,8 @@ def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 3
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
         metrics = {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
-        metrics.update(_evaluate(model, [inputs[i] for i in val_idx], cfg,
-                                 singer_codes[val_idx], None if melody_codes is None else melody_codes[val_idx]))
+        metrics.update(_evaluate(model, val_inputs, singer_codes[val_idx],
+                                 None if melody_codes is None else melody_codes[val_idx]))
         metrics["epoch"] = epoch + 1
         history.append(metrics)
         log.info("melody epoch %d/%d: %s", epoch + 1, epochs,
