@@ -19,3 +19,34 @@ def write_section(path: Path, title: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block
     path.write_text(text)
+
+
+def add_catalogue_args(ap, *, seed: int) -> None:
+    """``--catalogue`` (an existing one) or the synthetic one to make: ``--singers --songs --seconds --seed
+    --workers`` (defaults: the default catalogue's size, the given seed)."""
+    from data.synth import DEFAULT_SECONDS, DEFAULT_SINGERS, DEFAULT_SONGS
+
+    ap.add_argument("--catalogue", type=Path, help="an existing catalogue folder or manifest; default: synthesize")
+    ap.add_argument("--singers", type=int, default=DEFAULT_SINGERS)
+    ap.add_argument("--songs", type=int, default=DEFAULT_SONGS)
+    ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
+    ap.add_argument("--seed", type=int, default=seed, help=f"synth seed (default {seed})")
+    ap.add_argument("--workers", type=int, default=2)
+
+
+def catalogue_from_args(args, tmp: Path):
+    """The catalogue of :func:`add_catalogue_args`' options, synthesized into ``tmp`` unless ``--catalogue``
+    was given; prints how long synthesis took. Returns a :class:`data.catalogue.Catalogue`."""
+    import time
+
+    from data.catalogue import Catalogue
+    from data.synth import synthesize_catalogue
+
+    source = args.catalogue
+    if source is None:
+        t0 = time.perf_counter()
+        source = synthesize_catalogue(Path(tmp) / "cat", singers=args.singers, songs=args.songs,
+                                      seconds=args.seconds, seed=args.seed, workers=args.workers)
+        print(f"synthesized {args.singers} singers x {args.songs} songs x {args.seconds:g} s (seed {args.seed}) "
+              f"in {time.perf_counter() - t0:.1f} s")
+    return Catalogue.open(source)

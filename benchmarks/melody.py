@@ -33,12 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.audio import load_audio, save_audio  # noqa: E402
-from data.catalogue import Catalogue  # noqa: E402
-from data.synth import DEFAULT_SECONDS, DEFAULT_SINGERS, DEFAULT_SONGS, synthesize_catalogue  # noqa: E402
 from encoders.base import l2_normalise, set_torch_threads  # noqa: E402
 from encoders.baselines import MFCCEmbedder  # noqa: E402
 from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder  # noqa: E402
 from recsys.evaluate import mean_average_precision, singer_top1  # noqa: E402
+from _report import add_catalogue_args, catalogue_from_args  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def pooled_input(inputs: list[torch.Tensor]) -> np.ndarray:
@@ -59,27 +58,16 @@ def throughput(enc, wave: np.ndarray, runs: int = 5) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--catalogue", type=Path, help="existing synthetic catalogue (with melody_id); default: synthesize")
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINTS["melody"])
     ap.add_argument("--timbre", type=Path, default=DEFAULT_CHECKPOINTS["timbre"],
                     help="timbre checkpoint for the end-to-end throughput (skipped if missing)")
-    ap.add_argument("--singers", type=int, default=DEFAULT_SINGERS)
-    ap.add_argument("--songs", type=int, default=DEFAULT_SONGS)
-    ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
-    ap.add_argument("--seed", type=int, default=1, help="synth seed; the shipped weights were trained on seed 0")
-    ap.add_argument("--workers", type=int, default=2)
+    add_catalogue_args(ap, seed=1)  # the shipped weights were trained on seed 0
     args = ap.parse_args()
     set_torch_threads()
 
     with tempfile.TemporaryDirectory() as tmp:
-        source = args.catalogue
-        if source is None:
-            t0 = time.perf_counter()
-            source = synthesize_catalogue(Path(tmp) / "cat", singers=args.singers, songs=args.songs,
-                                          seconds=args.seconds, seed=args.seed, workers=args.workers)
-            print(f"synthesized {args.singers} singers x {args.songs} songs x {args.seconds:g} s "
-                  f"(seed {args.seed}) in {time.perf_counter() - t0:.0f} s")
-        songs = Catalogue.open(source).songs
+        cat = catalogue_from_args(args, Path(tmp))
+        source, songs = cat.source, cat.songs
         if "melody_id" not in songs:
             raise SystemExit(f"{source}: no melody_id column; melody retrieval needs a synthetic catalogue")
         waves = [load_audio(p) for p in songs["path"]]

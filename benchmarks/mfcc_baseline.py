@@ -19,31 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.audio import load_audio  # noqa: E402
-from data.catalogue import Catalogue  # noqa: E402
-from data.synth import DEFAULT_SECONDS, DEFAULT_SINGERS, DEFAULT_SONGS, synthesize_catalogue  # noqa: E402
 from encoders.baselines import MFCCEmbedder  # noqa: E402
 from recsys.evaluate import mean_average_precision, singer_top1  # noqa: E402
+from _report import add_catalogue_args, catalogue_from_args  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--catalogue", type=Path, help="existing catalogue folder or manifest; default: synthesize")
-    ap.add_argument("--singers", type=int, default=DEFAULT_SINGERS)
-    ap.add_argument("--songs", type=int, default=DEFAULT_SONGS)
-    ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=2)
+    add_catalogue_args(ap, seed=0)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        source = args.catalogue
-        if source is None:
-            t0 = time.perf_counter()
-            source = synthesize_catalogue(Path(tmp) / "cat", singers=args.singers, songs=args.songs,
-                                          seconds=args.seconds, seed=args.seed, workers=args.workers)
-            print(f"synthesized {args.singers} x {args.songs} x {args.seconds:g} s in "
-                  f"{time.perf_counter() - t0:.1f} s")
-        songs = Catalogue.open(source).songs
+        songs = catalogue_from_args(args, Path(tmp)).songs
         t0 = time.perf_counter()
         emb = MFCCEmbedder()
         raw = emb.raw_waveforms([load_audio(p) for p in songs["path"]])
