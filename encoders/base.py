@@ -42,3 +42,45 @@ def set_torch_threads(n: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def retrieval_metrics(emb: np.ndarray, labels: Sequence, *, queries: Sequence[int] | None = None,
+                      exclude_groups: Sequence | None = None) -> dict:
+    """Mean average precision and top-1 of cosine retrieval, each query against every other row (the encoders'
+    validation metrics; ``recsys.evaluate`` has the published benchmark metrics).
+
+    Parameters
+    ----------
+    emb : (N, d) unit rows
+    labels : (N,) relevant = same label
+    queries : row indices used as queries (default: every row); the gallery is always every other row
+    exclude_groups : optional (N,); candidates in the query's group are skipped (e.g. the singer, to
+        score melody retrieval across singers only)
+
+    Returns
+    -------
+    {"map": float, "top1": float, "queries": int} over queries with at least one relevant candidate
+    """
+    emb = np.asarray(emb, dtype=np.float32)
+    labels = np.asarray(labels)
+    queries = np.arange(len(labels)) if queries is None else np.asarray(queries)
+    sims = emb[queries] @ emb.T  # (Q, N)
+    valid = np.ones(sims.shape, dtype=bool)
+    valid[np.arange(len(queries)), queries] = False  # never the query itself
+    if exclude_groups is not None:
+        g = np.asarray(exclude_groups)
+        valid &= g[queries][:, None] != g[None, :]
+    aps, top1 = [], []
+    for qi, i in enumerate(queries):
+        cand = np.nonzero(valid[qi])[0]
+        rel = labels[cand] == labels[i]
+        if not rel.any():
+            continue
+        order = np.argsort(-sims[qi, cand], kind="stable")
+        hits = rel[order]
+        precision = np.cumsum(hits) / np.arange(1, hits.size + 1)
+        aps.append(float(precision[hits].mean()))
+        top1.append(float(hits[0]))
+    if not aps:
+        return {"map": float("nan"), "top1": float("nan"), "queries": 0}
+    return {"map": float(np.mean(aps)), "top1": float(np.mean(top1)), "queries": len(aps)}

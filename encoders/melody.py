@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig
-from encoders.base import l2_normalise, set_torch_threads
+from encoders.base import l2_normalise, retrieval_metrics, set_torch_threads
 from encoders.checkpoint import atomic_torch_save, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -510,44 +510,6 @@ def _contrastive(emb: torch.Tensor, positives: torch.Tensor, temperature: float)
     has = pos.any(dim=1)
     per_row = -(log_prob * pos).sum(dim=1)[has] / pos.sum(dim=1)[has]
     return per_row.mean() if bool(has.any()) else emb.sum() * 0
-
-
-def retrieval_metrics(emb: np.ndarray, labels: Sequence, *, exclude_groups: Sequence | None = None) -> dict:
-    """Mean average precision and top-1 of cosine retrieval with each row as a query (itself excluded).
-
-    Parameters
-    ----------
-    emb : (N, d) unit rows
-    labels : (N,) relevant = same label
-    exclude_groups : optional (N,); candidates in the query's group are skipped (e.g. the singer, to
-        score melody retrieval across singers only)
-
-    Returns
-    -------
-    {"map": float, "top1": float, "queries": int} over queries with at least one relevant candidate
-    """
-    emb = np.asarray(emb, dtype=np.float32)
-    labels = np.asarray(labels)
-    sims = emb @ emb.T  # (N, N)
-    np.fill_diagonal(sims, -np.inf)
-    valid = ~np.eye(len(labels), dtype=bool)
-    if exclude_groups is not None:
-        g = np.asarray(exclude_groups)
-        valid &= g[:, None] != g[None, :]
-    aps, top1 = [], []
-    for i in range(len(labels)):
-        cand = np.nonzero(valid[i])[0]
-        rel = labels[cand] == labels[i]
-        if not rel.any():
-            continue
-        order = np.argsort(-sims[i, cand], kind="stable")
-        hits = rel[order]
-        precision = np.cumsum(hits) / np.arange(1, hits.size + 1)
-        aps.append(float(precision[hits].mean()))
-        top1.append(float(hits[0]))
-    if not aps:
-        return {"map": float("nan"), "top1": float("nan"), "queries": 0}
-    return {"map": float(np.mean(aps)), "top1": float(np.mean(top1)), "queries": len(aps)}
 
 
 def _songs_table(source) -> tuple[pd.DataFrame, dict]:

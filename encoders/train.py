@@ -31,7 +31,7 @@ from data.audio import load_audio
 from data.catalogue import Catalogue
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig, log_mel
-from encoders.base import set_torch_threads
+from encoders.base import retrieval_metrics, set_torch_threads
 from encoders.checkpoint import atomic_torch_save, file_sha256, save_checkpoint
 from encoders.timbre import (Policy, SongBank, TimbreConfig, TimbreEncoder, TimbreNet, train_epoch,
                              validation_loss)
@@ -83,37 +83,6 @@ def load_waves(paths: list[str], *, sr: int, max_seconds: float | None = None,
             waves.append(None)
             failures.append((str(p), exc.reason))
     return waves, failures
-
-
-def retrieval_metrics(emb: np.ndarray, labels, queries: np.ndarray | None = None) -> dict[str, float]:
-    """Singer retrieval with song vectors: top-1 (nearest other song has the query's label) and mAP.
-
-    Parameters
-    ----------
-    emb : (N, d) unit rows
-    labels : (N,) labels (singer)
-    queries : indices of the query songs (default: all); the gallery is every other song
-
-    Only queries with at least one other same-label song count.
-    """
-    labels = np.asarray(labels)
-    queries = np.arange(len(labels)) if queries is None else np.asarray(queries)
-    sims = emb[queries] @ emb.T  # (Q, N)
-    sims[np.arange(len(queries)), queries] = -np.inf  # never retrieve the query itself
-    top1, aps = [], []
-    for qi, q in enumerate(queries):
-        rel = labels == labels[q]
-        rel[q] = False
-        if not rel.any():
-            continue
-        order = np.argsort(-sims[qi], kind="stable")[:-1]  # drop the query (ranked last)
-        hits = rel[order]
-        top1.append(float(hits[0]))
-        ranks = np.flatnonzero(hits) + 1
-        aps.append(float(np.mean(np.arange(1, len(ranks) + 1) / ranks)))
-    if not top1:
-        return {"singer_top1": float("nan"), "singer_map": float("nan"), "n_queries": 0}
-    return {"singer_top1": float(np.mean(top1)), "singer_map": float(np.mean(aps)), "n_queries": len(top1)}
 
 
 def embed_waves(encoder, waves: list[np.ndarray], features: FeatureConfig = DEFAULT_FEATURES,
@@ -345,8 +314,7 @@ def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
     labels = np.concatenate([val_bank.singers, train_bank.singers])
     m = retrieval_metrics(emb, labels, queries=np.arange(len(val_bank)))
     model.train(was_training)
-    return {"val_singer_top1": m["singer_top1"], "val_singer_map": m["singer_map"],
-            "val_n_queries": m["n_queries"]}
+    return {"val_singer_top1": m["top1"], "val_singer_map": m["map"], "val_n_queries": m["queries"]}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ import soundfile as sf
 import torch
 
 from data.errors import SingrecError
+from encoders.base import retrieval_metrics
 from encoders.checkpoint import load_encoder, save_checkpoint
 from encoders.melody import (TCAE, Chomp1d, MelodyConfig, MelodyEncoder, interval_features, melody_input,
-                             pitch_distribution, pitch_salience, receptive_field, retrieval_metrics, train_melody)
+                             pitch_distribution, pitch_salience, receptive_field, train_melody)
 
 SR = 16000
 SMALL = dict(channels=16, latent_dim=8, embed_dim=12, n_layers=7, dec_layers=1)  # fast model, same structure
