@@ -9,20 +9,15 @@ librosa's definitions: ``time_stretch`` with ``rate > 1`` is faster (shorter), `
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from data.errors import SingrecError
+from data.features import hann_window
 
 N_FFT = 512   # analysis frame for the phase vocoder (32 ms at 16 kHz)
 HOP = 128     # 75 % overlap keeps phase-vocoder smearing low
-
-
-@lru_cache(maxsize=4)
-def _hann(n_fft: int) -> torch.Tensor:
-    return torch.hann_window(n_fft, periodic=True)
 
 
 def phase_vocoder(spec: torch.Tensor, *, rate: float, hop_length: int) -> torch.Tensor:
@@ -85,7 +80,7 @@ def resample_to_length(x: torch.Tensor, length: int) -> torch.Tensor:
 def _stretch_one(x: torch.Tensor, rate: float) -> torch.Tensor:
     """Time-stretch a (N,) or (B, N) tensor by one rate -> (..., round(N / rate))."""
     n = x.shape[-1]
-    win = _hann(N_FFT)
+    win = hann_window(N_FFT)
     # zero padding as librosa: reflect padding gives frame 0 bin phases that disagree within one partial,
     # and the phase vocoder would carry that disagreement (as cancellation) through the whole output
     spec = torch.stft(x, n_fft=N_FFT, hop_length=HOP, window=win, center=True, pad_mode="constant",

@@ -46,7 +46,8 @@ def _mel_basis(cfg: FeatureConfig) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _window(n_fft: int) -> torch.Tensor:
+def hann_window(n_fft: int) -> torch.Tensor:
+    """Periodic Hann window of ``n_fft`` samples (cached; shared by every STFT in the project)."""
     return torch.hann_window(n_fft, periodic=True)
 
 
@@ -67,7 +68,7 @@ def mel_power(wave: torch.Tensor | np.ndarray, *, cfg: FeatureConfig = DEFAULT_F
     squeeze = x.ndim == 1
     if squeeze:
         x = x[None]  # (1, N)
-    spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=_window(cfg.n_fft),
+    spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=hann_window(cfg.n_fft),
                       center=True, pad_mode="constant", return_complex=True)  # (B, F, T)
     power = spec.real.square() + spec.imag.square()  # (B, F, T)
     mel = torch.matmul(_mel_basis(cfg), power)  # (B, n_mels, T)

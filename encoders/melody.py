@@ -62,7 +62,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data.errors import SingrecError
-from data.features import DEFAULT_FEATURES, FeatureConfig
+from data.features import DEFAULT_FEATURES, FeatureConfig, hann_window
 from encoders.base import l2_normalise, retrieval_metrics, set_torch_threads
 from encoders.checkpoint import atomic_torch_save, save_checkpoint
 
@@ -106,17 +106,12 @@ def _salience_kernel(sample_rate: int, n_fft: int, fmin_hz: float, n_pitch: int,
     return torch.from_numpy(kernel[:, :used].astype(np.float32))  # (P, F') bins no row reaches dropped
 
 
-@lru_cache(maxsize=4)
-def _hann(n: int) -> torch.Tensor:
-    return torch.hann_window(n, periodic=True)
-
-
 def log_power_spectrum(waves: torch.Tensor, *, n_fft: int, hop_length: int) -> torch.Tensor:
     """Natural-log power STFT (Hann window, centred, zero-padded): (B, N) or (N,) -> (B, F, T) or (F, T),
     F = n_fft // 2 + 1, T = 1 + N // hop_length. The front end of :func:`pitch_salience` (and of the
     expression descriptors, which read harmonic levels from the same spectrum)."""
     x = torch.as_tensor(waves, dtype=torch.float32)
-    spec = torch.stft(x, n_fft=n_fft, hop_length=hop_length, window=_hann(n_fft), center=True,
+    spec = torch.stft(x, n_fft=n_fft, hop_length=hop_length, window=hann_window(n_fft), center=True,
                       pad_mode="constant", return_complex=True)  # (B, F, T)
     return torch.log(spec.real.square() + spec.imag.square() + 1e-8)
 
