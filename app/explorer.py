@@ -175,10 +175,9 @@ def slug(text: str) -> str:
 
 @dataclass
 class Highlight:
-    """What to mark on the map: the query (singer or songs or a clip position) and the ranked results."""
+    """What to mark on the map: the query (a singer or a clip position) and the ranked results."""
 
     query_singer: str | None = None
-    query_songs: Sequence[str] = ()
     clip_xy: tuple[float, float] | None = None
     clip_label: str = "your clip"
     results: pd.DataFrame | None = None  # similar_singers output (rank, singer, match_song, ...)
@@ -283,16 +282,12 @@ def _add_highlight(traces: list, df: pd.DataFrame, kind: str, h: Highlight, cust
                     textfont=dict(size=13, color=RESULT_COLOUR, family="Arial Black, sans-serif"),
                     customdata=custom[[pos[r] for r in rows]], hovertemplate=hovertemplate,
                     marker=dict(size=13, color="rgba(255,255,255,0.6)", line=dict(width=2.2, color=RESULT_COLOUR))))
-        qmask = np.zeros(len(df), bool)
-        if h.query_songs:
-            qmask |= df["id"].astype(str).isin(set(map(str, h.query_songs))).to_numpy()
-        elif h.query_singer:
-            qmask |= (df["singer"] == h.query_singer).to_numpy()
+        qmask = (df["singer"] == h.query_singer).to_numpy() if h.query_singer else np.zeros(len(df), bool)
         if qmask.any():
             traces.append(dict(
                 type="scatter", x=df["x"][qmask], y=df["y"][qmask], mode="markers+text",
-                name=f"query: {h.query_singer or 'song'}", customdata=custom[qmask], hovertemplate=hovertemplate,
-                text=_first_only(h.query_singer or "query", int(qmask.sum())), textposition="bottom center",
+                name=f"query: {h.query_singer}", customdata=custom[qmask], hovertemplate=hovertemplate,
+                text=_first_only(h.query_singer, int(qmask.sum())), textposition="bottom center",
                 textfont=dict(size=13, color=QUERY_COLOUR, family="Arial Black, sans-serif"),
                 marker=dict(symbol="star", size=18, color=QUERY_FILL, line=dict(width=1.2, color=QUERY_COLOUR))))
     else:
