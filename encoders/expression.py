@@ -133,6 +133,22 @@ def _voice_quality(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, sa
                      float(np.median(cpp)), float(np.median(np.abs(step))) if len(step) else 0.0], np.float32)
 
 
+def analyse(wave: np.ndarray, *, sample_rate: int = 16000,
+            cfg: ExpressionConfig = ExpressionConfig()) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """The STFT and f0 track every descriptor reads (module docstring, step 1).
+
+    Returns
+    -------
+    logpow : (F, T) log-power STFT; cents : (T,) f0 above the salience grid's lowest f0; voiced : (T,) bool;
+    f0_hz : (T,) f0 in Hz
+    """
+    from encoders.melody import log_power_spectrum
+
+    logpow = log_power_spectrum(np.asarray(wave, np.float32), n_fft=cfg.n_fft, hop_length=cfg.hop_length)  # (F, T)
+    cents, voiced = _track(logpow, sample_rate, cfg)
+    return logpow, cents, voiced, _salience_config(cfg).fmin_hz * 2 ** (cents / 1200)
+
+
 def expression_features(wave: np.ndarray, *, sample_rate: int = 16000,
                         cfg: ExpressionConfig = ExpressionConfig()) -> np.ndarray:
     """The twelve :data:`EXPRESSION_FEATURES` of one song (see the module docstring).
@@ -145,12 +161,13 @@ def expression_features(wave: np.ndarray, *, sample_rate: int = 16000,
     -------
     float32 (12,); statistics of notes or frames that do not occur (no long note, say) are 0
     """
-    fps = sample_rate / cfg.hop_length
-    from encoders.melody import log_power_spectrum
+    return expression_from_analysis(*analyse(wave, sample_rate=sample_rate, cfg=cfg), sample_rate=sample_rate, cfg=cfg)
 
-    logpow = log_power_spectrum(np.asarray(wave, np.float32), n_fft=cfg.n_fft, hop_length=cfg.hop_length)  # (F, T)
-    cents, voiced = _track(logpow, sample_rate, cfg)
-    f0_hz = _salience_config(cfg).fmin_hz * 2 ** (cents / 1200)
+
+def expression_from_analysis(logpow: torch.Tensor, cents: np.ndarray, voiced: np.ndarray, f0_hz: np.ndarray, *,
+                             sample_rate: int = 16000, cfg: ExpressionConfig = ExpressionConfig()) -> np.ndarray:
+    """:func:`expression_features` from the output of :func:`analyse` (shared with encoders/profile.py)."""
+    fps = sample_rate / cfg.hop_length
     quality = _voice_quality(logpow.numpy(), f0_hz, voiced, sample_rate, cfg)
     jump = np.abs(np.diff(cents, prepend=cents[:1])) > cfg.jump_cents
     edges = np.diff(np.r_[0, (voiced & ~jump).astype(np.int8), 0])

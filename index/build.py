@@ -32,16 +32,17 @@ from data.catalogue import Catalogue
 from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
-from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION, ExpressionEmbedder
+from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION
+from encoders.profile import PROFILE_UNITS, VOICE_FEATURES_VERSION, VoiceFeatureEmbedder, voice_feature_names
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
 from index.map import compute_map
-from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_expression, read_info, write_csv, write_json,
-                         write_npy, write_npz, write_parquet)
+from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info, write_csv,
+                         write_json, write_npy, write_npz, write_parquet)
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 32  # songs per resumable unit of work
-ALL_KINDS = (*KINDS, "expression")  # per-song arrays gathered from the chunks (expression: raw descriptors)
+ALL_KINDS = (*KINDS, "voice")  # per-song arrays gathered from the chunks (voice: raw statistics, encoders/profile.py)
 FAILURE_COLUMNS = ["song_id", "singer", "path", "reason"]
 
 
@@ -72,12 +73,13 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
     Returns
     -------
     vectors : {kind: float32 (M, d)} for the M files that loaded, in input order: the encoders' unit vectors
-        and the raw ``expression`` descriptors (encoders/expression.py)
+        and the raw ``voice`` statistics (encoders/profile.py; the first twelve are the expression descriptors)
     durations : float32 (M,) seconds
     failures : [(position in ``paths``, reason)]
     """
-    vectors, failed = embed_songs(paths, {**encoders, "expression": ExpressionEmbedder()}, on_error="skip",
-                                  progress=False)
+    named = {k: encoders[k] for k in KINDS}
+    vectors, failed = embed_songs(paths, {**named, "voice": VoiceFeatureEmbedder(features=encoders["timbre"].features)},
+                                  on_error="skip", progress=False)
     failures = [(f.index, f.reason) for f in failed]
     bad = {i for i, _ in failures}
     durations = np.array([sf.info(p).duration for i, p in enumerate(paths) if i not in bad], np.float32)
@@ -86,21 +88,20 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
 
 def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({k: encoder_info(e)["sha256"] for k, e in sorted(encoders.items())}).encode())
-    h.update(f"{chunk_size} expression-v{EXPRESSION_VERSION}\n".encode())
+    h.update(json.dumps({k: encoder_info(encoders[k])["sha256"] for k in KINDS}).encode())
+    h.update(f"{chunk_size} voice-v{VOICE_FEATURES_VERSION}\n".encode())
     h.update("\n".join(song_ids).encode())
     return h.hexdigest()
 
 
 def _load_previous(index_dir: Path, encoders: dict) -> tuple[pd.DataFrame, dict]:
     info = read_info(index_dir)
-    check_encoders(info, encoders, index_dir)
+    check_encoders(info, {k: encoders[k] for k in KINDS}, index_dir)
     songs = pd.read_parquet(index_dir / "songs.parquet")
     vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy") for k in KINDS}
-    if not has_current_expression(info):
-        raise SingrecError("this index has no (or older) expression descriptors; rebuild it without --append",
-                           index_dir)
-    vectors["expression"] = np.load(index_dir / "embeddings" / "songs_expression.npy")
+    if not has_current_voice(info):
+        raise SingrecError("this index has no (or older) voice statistics; rebuild it without --append", index_dir)
+    vectors["voice"] = np.load(index_dir / "embeddings" / "songs_voice.npy")
     return songs, vectors
 
 
@@ -113,7 +114,9 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     ----------
     catalogue : folder, manifest, or a :class:`Catalogue`
     out_dir : the index directory (created)
-    encoders : {"timbre": enc, "melody": enc}; default: loaded from ``checkpoints`` (default: shipped weights)
+    encoders : {"timbre": enc, "melody": enc} and optionally "profile" (a fitted :class:`encoders.profile.
+        VoiceProfile` head); default: loaded from ``checkpoints`` (default: shipped weights, including the
+        profile head when it was fitted on this timbre encoder)
     index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs)
     append : reuse the vectors of songs already in ``out_dir`` and embed only the new ones
     chunk_size : songs per resumable chunk
@@ -126,8 +129,11 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     set_torch_threads()
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
     if encoders is None:
-        from encoders.checkpoint import load_default_encoders
+        from encoders.checkpoint import load_default_encoders, load_profile_head
         encoders = load_default_encoders(checkpoints)
+        head = load_profile_head(checkpoints, encoders["timbre"])
+        if head is not None:
+            encoders["profile"] = head
     missing = [k for k in KINDS if k not in encoders]
     if missing:
         raise SingrecError(f"encoders for {missing} are required to build an index")
@@ -199,7 +205,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     order = np.argsort(np.array(ids, dtype=object), kind="stable")  # row order = song id order
     song_vecs = {k: l2_normalise(np.concatenate([v for v in vecs[k] if len(v)]))[order] for k in KINDS}
-    song_expr = np.concatenate([v for v in vecs["expression"] if len(v)]).astype(np.float32)[order]  # (N, 7) raw
+    song_voice = np.concatenate([v for v in vecs["voice"] if len(v)]).astype(np.float32)[order]  # (N, D) raw
+    song_expr = song_voice[:, :len(EXPRESSION_FEATURES)]  # (N, 12) the expression descriptors
     songs = by_id.loc[np.array(ids, dtype=object)[order]].reset_index()
     songs.insert(songs.columns.get_loc("singer") + 1, "duration", np.asarray(durs, np.float32)[order])
 
@@ -214,6 +221,11 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     singer_expr = np.zeros((len(singer_names), song_expr.shape[1]), np.float64)
     np.add.at(singer_expr, codes, song_expr)
     singer_expr = (singer_expr / np.bincount(codes, minlength=len(singer_names))[:, None]).astype(np.float32)
+    head = encoders.get("profile")
+    if head is not None:  # voice profile: each song on its own, each singer from all its songs
+        song_profile = head.predict(song_voice, song_vecs["timbre"])  # (N, P) standardised estimates
+        singer_profile = head.predict(song_voice, song_vecs["timbre"], groups=codes)  # (S, P), first-seen order
+        singer_profile = singer_profile[np.argsort(pd.unique(codes))]
     singer_meta = cat.singer_table().drop(columns="n_songs")
     singers = pd.DataFrame({"singer": singer_names, "n_songs": np.bincount(codes, minlength=len(singer_names))})
     singers = singers.merge(singer_meta, on="singer", how="left")
@@ -233,6 +245,12 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
                    info={"factory": "Flat", "encoder": k})
     write_npy(out_dir / "embeddings" / "songs_expression.npy", song_expr)
     write_npy(out_dir / "embeddings" / "singers_expression.npy", singer_expr)  # mean of the singer's songs
+    write_npy(out_dir / "embeddings" / "songs_voice.npy", song_voice)
+    for name in ("songs_profile.npy", "singers_profile.npy"):
+        (out_dir / "embeddings" / name).unlink(missing_ok=True)
+    if head is not None:
+        write_npy(out_dir / "embeddings" / "songs_profile.npy", song_profile)
+        write_npy(out_dir / "embeddings" / "singers_profile.npy", singer_profile)
     write_parquet(out_dir / "songs.parquet", songs)
     write_parquet(out_dir / "singers.parquet", singers)
     write_parquet(out_dir / "map.parquet", map_df)
@@ -246,6 +264,12 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         "encoders": {k: encoder_info(encoders[k]) for k in KINDS},
         "features": features.to_dict(),
         "expression": {"version": EXPRESSION_VERSION, "features": list(EXPRESSION_FEATURES)},
+        "voice": {"version": VOICE_FEATURES_VERSION, "dim": int(song_voice.shape[1]),
+                  "features": voice_feature_names()},
+        "profile": None if head is None else {
+            **encoder_info(head), "params": list(head.cfg.params),
+            "units": [PROFILE_UNITS.get(p, "") for p in head.cfg.params],
+            "mean": [float(v) for v in head.y_mean], "std": [float(v) for v in head.y_std]},
         "dims": {k: int(song_vecs[k].shape[1]) for k in KINDS},
         "counts": {"songs": len(songs), "singers": len(singers), "failures": len(failures)},
         "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product"},

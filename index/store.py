@@ -81,6 +81,14 @@ def has_current_expression(info: dict) -> bool:
     return info.get("expression", {}).get("version") == EXPRESSION_VERSION
 
 
+def has_current_voice(info: dict) -> bool:
+    """Whether an ``index.json`` (as read) holds voice features (encoders/profile.py) of the current version,
+    which ``--append`` needs to recompute the singers' profiles."""
+    from encoders.profile import VOICE_FEATURES_VERSION
+
+    return has_current_expression(info) and info.get("voice", {}).get("version") == VOICE_FEATURES_VERSION
+
+
 def read_info(index_dir: str | Path) -> dict:
     """Read and check ``index.json`` (exists, parses, right format version)."""
     index_dir = Path(index_dir)

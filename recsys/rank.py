@@ -14,14 +14,15 @@ How a query is answered:
    ``timbre_weight * timbre + (1 - timbre_weight) * melody`` to every query song (exact, from the raw
    vectors), and the singer's scores are the means over its ``TOP_SONGS`` best song matches, per query
    song, weighted over query songs: song neighbours aggregate to singers.
-   The voice part also compares *how* the singers sing, over the D = 12 expression descriptors
-   (encoders/expression.py: vibrato, onsets, glides, voice quality): ``expression = 1 - |z_a - z_b|^2 / (2 D)``
-   (1 = the same, ~0 = as far apart as two random ones). Like is compared with like: for a singer or a mix,
-   the query's mean descriptors against each candidate singer's mean (standardised over the catalogue's
-   singers); for a song or a clip, which has only its own descriptors, against each of the candidate's songs
-   (standardised over the catalogue's songs) and averaged over the same best song matches as timbre and
-   melody -- so a catalogue song used as a clip still finds its own singer first. Then
-   ``score = timbre_weight * ((1 - expression_weight) * timbre + expression_weight * expression)
+   The voice part also compares the singers' *voice profiles*: D = 19 estimated voice parameters (range,
+   vocal tract, source, vibrato, onset habits; encoders/profile.py), or, in an index built without a
+   profile head, the D = 12 expression descriptors (encoders/expression.py):
+   ``profile = 1 - |z_a - z_b|^2 / (2 D)`` (1 = the same, ~0 = as far apart as two random ones). Like is
+   compared with like: for a singer or a mix, the query's singer profile against each candidate singer's
+   (standardised over the catalogue's singers); for a song or a clip, which has only its own, against each of
+   the candidate's songs (standardised over the catalogue's songs) and averaged over the same best song
+   matches as timbre and melody -- so a catalogue song used as a clip still finds its own singer first. Then
+   ``score = timbre_weight * ((1 - profile_weight) * timbre + profile_weight * profile)
    + (1 - timbre_weight) * melody``.
 4. The query singer(s) are excluded; ``filters`` restrict singers by metadata; ``diversity > 0`` re-ranks
    with maximal marginal relevance (MMR) on singer timbre vectors.
@@ -43,7 +44,8 @@ from threadpoolctl import ThreadpoolController
 
 from data.errors import SingrecError
 from encoders.base import l2_normalise
-from encoders.expression import EXPRESSION_FEATURES, ExpressionEmbedder
+from encoders.expression import EXPRESSION_FEATURES
+from encoders.profile import PROFILE_UNITS, VoiceFeatureEmbedder
 from index.faiss_index import load_index, search
 from index.store import KINDS, check_encoders, has_current_expression, read_info
 
@@ -59,8 +61,8 @@ RESCORE_SINGERS = 200  # above that, at most this many candidates (best singer-v
 # busy 2-core machine it made them ~10x slower (30 ms vs 2.4 ms measured), so queries run BLAS and OpenMP
 # (FAISS) on one thread.
 _BLAS = ThreadpoolController()
-EXPRESSION_WEIGHT = 0.6  # share of the voice score given to expression (chosen on the training catalogue)
-RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "expression_score", "query_song",
+PROFILE_WEIGHT = 0.6  # share of the voice score given to the voice profile (chosen on a validation catalogue)
+RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "profile_score", "query_song",
                   "match_song"]
 
 
@@ -108,11 +110,12 @@ Query = Union[str, Singer, Song, Audio, Embedded, Mix]
 
 @dataclass
 class _QuerySet:
-    vectors: dict          # kind -> (Q, d) query song vectors ("expression": raw descriptors, if indexed)
+    vectors: dict          # kind -> (Q, d) query song vectors ("profile": the song profiles, if indexed)
     weights: np.ndarray    # (Q,) summing to 1
     labels: list           # (Q,) query song ids (or the clip label)
     exclude: set           # singers not to recommend
-    by_singer: bool = True  # a singer / mix query (expression compared as singer means), else songs / a clip
+    by_singer: bool = True  # a singer / mix query (profiles compared as singers'), else songs / a clip
+    profile: np.ndarray | None = None  # (D,) a singer / mix query's profile: its singers' profiles, weighted
 
 
 # ---------------------------------------------------------------------------------------------- recommender
@@ -121,8 +124,8 @@ class Recommender:
 
     def __init__(self, index_dir: Path, info: dict, songs: pd.DataFrame, singers: pd.DataFrame,
                  map_df: pd.DataFrame, song_vectors: dict, singer_vectors: dict, song_indexes: dict,
-                 failures: pd.DataFrame, song_expression: np.ndarray | None = None,
-                 singer_expression: np.ndarray | None = None):
+                 failures: pd.DataFrame, song_profile: np.ndarray | None = None,
+                 singer_profile: np.ndarray | None = None, profile_kind: str | None = None):
         self.index_dir, self.info = index_dir, info
         self.songs, self.singers, self.map, self.failures = songs, singers, map_df, failures
         self.song_vectors, self.singer_vectors, self.song_indexes = song_vectors, singer_vectors, song_indexes
@@ -134,16 +137,19 @@ class Recommender:
         bounds = np.cumsum(np.bincount(self._singer_of_song, minlength=len(singers)))[:-1]
         self._songs_of_singer = np.split(by_singer, bounds)
         self._encoders = None
-        # expression descriptors (raw) and their standardisation over the catalogue's singers
-        self.song_expression, self.singer_expression = song_expression, singer_expression
-        if singer_expression is not None:
-            x = np.asarray(singer_expression, np.float64)
-            self._expr_mean, self._expr_std = x.mean(0), np.maximum(x.std(0), 1e-6)
-            self._singer_expr_z = (x - self._expr_mean) / self._expr_std  # (S, D)
-        if song_expression is not None:
-            x = np.asarray(song_expression, np.float64)
-            self._song_expr_mean, self._song_expr_std = x.mean(0), np.maximum(x.std(0), 1e-6)
-            self._song_expr_z = ((x - self._song_expr_mean) / self._song_expr_std).astype(np.float32)  # (N, D)
+        # voice profiles ("profile": estimates, standardised by the head; "expression": raw descriptors of an
+        # index without a head) and their standardisation over the catalogue's singers and songs
+        self.song_profile, self.singer_profile = song_profile, singer_profile
+        self.profile_kind = profile_kind if singer_profile is not None else None
+        self._head = None
+        if singer_profile is not None:
+            x = np.asarray(singer_profile, np.float64)
+            self._prof_mean, self._prof_std = x.mean(0), np.maximum(x.std(0), 1e-6)
+            self._singer_prof_z = (x - self._prof_mean) / self._prof_std  # (S, D)
+        if song_profile is not None:
+            x = np.asarray(song_profile, np.float64)
+            self._song_prof_mean, self._song_prof_std = x.mean(0), np.maximum(x.std(0), 1e-6)
+            self._song_prof_z = ((x - self._song_prof_mean) / self._song_prof_std).astype(np.float32)  # (N, D)
         # candidate limits (module defaults; tests and benchmarks change them per recommender)
         self.exact_singers, self.rescore_singers = EXACT_SINGERS, RESCORE_SINGERS
         self._singer_names = singers["singer"].to_numpy(dtype=object)
@@ -169,15 +175,21 @@ class Recommender:
         song_indexes = {k: load_index(index_dir / f"{k}_songs.faiss") for k in KINDS}
         fpath = index_dir / "failures.csv"
         failures = pd.read_csv(fpath) if fpath.is_file() and fpath.stat().st_size else pd.DataFrame()
-        song_expr = singer_expr = None
-        if has_current_expression(info):
-            song_expr = np.load(index_dir / "embeddings" / "songs_expression.npy")
-            singer_expr = np.load(index_dir / "embeddings" / "singers_expression.npy")
+        song_prof = singer_prof = kind = None
+        emb = index_dir / "embeddings"
+        if info.get("profile") and (emb / "singers_profile.npy").is_file():
+            song_prof, singer_prof, kind = np.load(emb / "songs_profile.npy"), np.load(emb / "singers_profile.npy"), "profile"
+        elif has_current_expression(info):
+            log.info("%s has no voice profile: the profile score compares expression descriptors", index_dir)
+            song_prof, singer_prof = np.load(emb / "songs_expression.npy"), np.load(emb / "singers_expression.npy")
+            kind = "expression"
         else:
-            log.warning("%s has no current expression descriptors: rankings use timbre and melody only "
-                        "(rebuild the index to add them)", index_dir)
+            log.warning("%s has no voice profile or current expression descriptors: rankings use timbre and "
+                        "melody only (rebuild the index to add them)", index_dir)
+        if singer_prof is not None and (len(singer_prof) != len(singers) or len(song_prof) != len(songs)):
+            raise SingrecError(f"{kind} vectors do not match the song/singer tables; rebuild the index", index_dir)
         return cls(index_dir, info, songs, singers, map_df, song_vectors, singer_vectors, song_indexes, failures,
-                   song_expr, singer_expr)
+                   song_prof, singer_prof, kind)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -216,13 +228,33 @@ class Recommender:
         hint = f"; {'ambiguous' if same else 'closest'}: {', '.join(close)}" if close else ""
         raise SingrecError(f"unknown singer {name!r}{hint}")
 
+    def profile_head(self):
+        """The voice profile head the index was built with (loaded on first use, checked by sha256)."""
+        if self._head is None:
+            from encoders.checkpoint import CHECKPOINT_DIR, file_sha256, load_encoder
+            rec = self.info["profile"]
+            candidates = [Path(p) for p in (rec.get("checkpoint_path"), CHECKPOINT_DIR / (rec.get("checkpoint") or
+                                                                                          "profile.pt")) if p]
+            path = next((p for p in candidates if p.is_file() and file_sha256(p) == rec.get("sha256")), None)
+            if path is None:
+                raise SingrecError(f"the voice profile head this index was built with is not available "
+                                   f"({rec.get('checkpoint')}, sha256 {str(rec.get('sha256'))[:12]}...); audio "
+                                   "queries need it", self.index_dir)
+            self._head = load_encoder(path, kind="profile")
+        return self._head
+
     def embed_clip(self, source) -> dict:
-        """Embed an audio file or waveform with the index's encoders (and the expression descriptors):
-        {kind: (d,)}."""
+        """Embed an audio file or waveform with the index's encoders, and its voice profile: {kind: (d,)}."""
         from encoders.embed import embed_songs
 
-        out = embed_songs([source], {**self.encoders(), "expression": ExpressionEmbedder()}, progress=False,
-                          workers=1)
+        encs = self.encoders()
+        out = embed_songs([source], {**encs, "voice": VoiceFeatureEmbedder(features=encs["timbre"].features)},
+                          progress=False, workers=1)
+        voice = out.pop("voice")
+        if self.profile_kind == "profile":
+            out["profile"] = self.profile_head().predict(voice, out["timbre"]).astype(np.float32)
+        elif self.profile_kind == "expression":
+            out["profile"] = voice[:, :len(EXPRESSION_FEATURES)]
         return {k: v[0] for k, v in out.items()}
 
     def _query_set(self, query: Query) -> _QuerySet:
@@ -247,7 +279,12 @@ class Recommender:
                 rows += songs.tolist()
                 weights += [w / total / len(songs)] * len(songs)
             rows = np.array(rows)
-            return _QuerySet(self._song_rows(rows), np.array(weights), self._song_ids[rows].tolist(), exclude)
+            profile = None
+            if self.singer_profile is not None:  # a singer's profile is read from all its songs at once
+                profile = sum(w / total * np.asarray(self.singer_profile[self._singer_row[self.resolve_singer(n)]],
+                                                     np.float64) for n, w in query.weights.items())
+            return _QuerySet(self._song_rows(rows), np.array(weights), self._song_ids[rows].tolist(), exclude,
+                             profile=profile)
         if isinstance(query, Song):
             if query.song_id not in self._song_row:
                 close = difflib.get_close_matches(query.song_id, list(self._song_row), n=5, cutoff=0.5)
@@ -268,37 +305,50 @@ class Recommender:
         return None if row is None else self.songs.iloc[row]
 
     def _song_rows(self, rows: np.ndarray) -> dict:
-        """{kind: (Q, d)} vectors of catalogue song rows (and their expression descriptors, if indexed)."""
+        """{kind: (Q, d)} vectors of catalogue song rows (and their voice profiles, if indexed)."""
         out = {k: np.asarray(self.song_vectors[k][rows]) for k in KINDS}
-        if self.song_expression is not None:
-            out["expression"] = np.asarray(self.song_expression[rows])
+        if self.song_profile is not None:
+            out["profile"] = np.asarray(self.song_profile[rows])
         return out
 
-    def expression_scores(self, q: "_QuerySet", rows: np.ndarray) -> np.ndarray:
-        """(C,) expression similarity of the query to singer ``rows`` (see the module docstring)."""
-        zq = (q.weights @ np.asarray(q.vectors["expression"], np.float64) - self._expr_mean) / self._expr_std
-        d2 = ((self._singer_expr_z[rows] - zq) ** 2).sum(1)  # (C,)
+    def profile_scores(self, q: "_QuerySet", rows: np.ndarray) -> np.ndarray:
+        """(C,) profile similarity of the query to singer ``rows`` (see the module docstring)."""
+        p = q.profile if q.profile is not None else q.weights @ np.asarray(q.vectors["profile"], np.float64)
+        zq = (p - self._prof_mean) / self._prof_std
+        d2 = ((self._singer_prof_z[rows] - zq) ** 2).sum(1)  # (C,)
         return 1.0 - d2 / (2 * len(zq))
 
-    def singer_expression_of(self, singer: str) -> np.ndarray | None:
-        """A singer's expression descriptors (mean over its songs, raw units), or None if not indexed."""
-        if self.singer_expression is None:
+    def singer_profile_of(self, singer: str) -> np.ndarray | None:
+        """A singer's voice profile (as indexed: standardised estimates, or raw expression descriptors), or
+        None if the index has none."""
+        if self.singer_profile is None:
             return None
-        return np.asarray(self.singer_expression[self._singer_row[self.resolve_singer(singer)]], np.float64)
+        return np.asarray(self.singer_profile[self._singer_row[self.resolve_singer(singer)]], np.float64)
 
-    def compare_expression(self, query: np.ndarray, singer: str, *, query_label: str = "query") -> pd.DataFrame:
-        """Side by side: ``query`` descriptors (raw, e.g. a singer's or a clip's) and ``singer``'s.
+    def profile_names(self) -> list[str]:
+        """Names (with units) of the profile's entries."""
+        if self.profile_kind == "profile":
+            rec = self.info["profile"]
+            return [f"{p} ({u})" if u else p for p, u in zip(rec["params"], rec["units"])]
+        return list(EXPRESSION_FEATURES) if self.profile_kind == "expression" else []
 
-        Returns a DataFrame with columns descriptor, ``query_label``, the singer's name and ``difference``
-        (in standard deviations over the catalogue's singers, the unit of a singer query's
-        ``expression_score``); empty when the index has no expression descriptors.
+    def compare_profile(self, query: np.ndarray, singer: str, *, query_label: str = "query") -> pd.DataFrame:
+        """Side by side: ``query``'s voice profile (e.g. a singer's or a clip's, as indexed) and ``singer``'s.
+
+        Returns a DataFrame with columns parameter, ``query_label``, the singer's name (both in the
+        parameters' own units: estimates are converted with the head's training mean and spread) and
+        ``difference`` (in standard deviations over the catalogue's singers, the unit of a singer query's
+        ``profile_score``); empty when the index has no profile.
         """
-        other = self.singer_expression_of(singer)
+        other = self.singer_profile_of(singer)
         if other is None:
-            return pd.DataFrame(columns=["descriptor", query_label, singer, "difference"])
+            return pd.DataFrame(columns=["parameter", query_label, singer, "difference"])
         q = np.asarray(query, np.float64)
-        return pd.DataFrame({"descriptor": list(EXPRESSION_FEATURES), query_label: q, singer: other,
-                             "difference": (other - q) / self._expr_std})
+        diff = (other - q) / self._prof_std
+        if self.profile_kind == "profile":  # standardised estimates -> units
+            mean, std = np.asarray(self.info["profile"]["mean"]), np.asarray(self.info["profile"]["std"])
+            q, other = q * std + mean, other * std + mean
+        return pd.DataFrame({"parameter": self.profile_names(), query_label: q, singer: other, "difference": diff})
 
     # ------------------------------------------------------------------ ranking
     def _allowed_singers(self, filters: Mapping | None) -> np.ndarray:
@@ -313,7 +363,7 @@ class Recommender:
 
     def similar_singers(self, query: Query, k: int = 10, timbre_weight: float = 0.7,
                         filters: Mapping | None = None, diversity: float = 0.0,
-                        expression_weight: float | None = EXPRESSION_WEIGHT) -> pd.DataFrame:
+                        profile_weight: float | None = PROFILE_WEIGHT) -> pd.DataFrame:
         """Rank singers similar to ``query``.
 
         Parameters
@@ -323,23 +373,23 @@ class Recommender:
         timbre_weight : weight of the timbre score in [0, 1]; the melody score gets the rest
         filters : ``{column: value or [values]}`` on singer metadata (e.g. ``{"gender": "f"}``)
         diversity : 0 = pure relevance; up to 1 = MMR re-ranking that spreads results over voice space
-        expression_weight : share of the voice (timbre) part given to the expression descriptors, in [0, 1];
-            ignored (expression_score NaN) when the index has none; None = ``EXPRESSION_WEIGHT``
+        profile_weight : share of the voice (timbre) part given to the voice profile, in [0, 1]; ignored
+            (profile_score NaN) when the index has none; None = ``PROFILE_WEIGHT``
 
         Returns
         -------
-        DataFrame with columns rank, singer, score, timbre_score, melody_score, expression_score, query_song,
+        DataFrame with columns rank, singer, score, timbre_score, melody_score, profile_score, query_song,
         match_song and the singer metadata columns, best first.
         """
-        expression_weight = EXPRESSION_WEIGHT if expression_weight is None else expression_weight
+        profile_weight = PROFILE_WEIGHT if profile_weight is None else profile_weight
         with _BLAS.limit(limits=1):  # BLAS and OpenMP (FAISS)
-            return self._similar_singers(query, k, timbre_weight, filters, diversity, expression_weight)
+            return self._similar_singers(query, k, timbre_weight, filters, diversity, profile_weight)
 
-    def _similar_singers(self, query, k, timbre_weight, filters, diversity, expression_weight) -> pd.DataFrame:
+    def _similar_singers(self, query, k, timbre_weight, filters, diversity, profile_weight) -> pd.DataFrame:
         if not 0.0 <= timbre_weight <= 1.0:
             raise SingrecError(f"timbre_weight must be in [0, 1], got {timbre_weight}")
-        if not 0.0 <= expression_weight <= 1.0:
-            raise SingrecError(f"expression_weight must be in [0, 1], got {expression_weight}")
+        if not 0.0 <= profile_weight <= 1.0:
+            raise SingrecError(f"profile_weight must be in [0, 1], got {profile_weight}")
         if not 0.0 <= diversity <= 1.0:
             raise SingrecError(f"diversity must be in [0, 1], got {diversity}")
         if k < 1:
@@ -349,7 +399,7 @@ class Recommender:
         for name in q.exclude:
             allowed[self._singer_row[name]] = False
 
-        cand = self._candidates(q, allowed, k, timbre_weight, expression_weight)
+        cand = self._candidates(q, allowed, k, timbre_weight, profile_weight)
         if len(cand) == 0:
             return pd.DataFrame(columns=RESULT_COLUMNS + self.metadata_columns)
 
@@ -364,13 +414,13 @@ class Recommender:
         t = (q.vectors["timbre"] @ np.asarray(self.song_vectors["timbre"][flat]).T)[:, pos]  # (Q, C, M)
         m = (q.vectors["melody"] @ np.asarray(self.song_vectors["melody"][flat]).T)[:, pos]  # (Q, C, M)
         e = None
-        if "expression" in q.vectors and self.song_expression is not None and not q.by_singer:
-            zq = ((np.asarray(q.vectors["expression"], np.float64) - self._song_expr_mean)
-                  / self._song_expr_std).astype(np.float32)  # (Q, D)
-            zs = self._song_expr_z[flat]  # (R, D)
+        if "profile" in q.vectors and self.song_profile is not None and not q.by_singer:
+            zq = ((np.asarray(q.vectors["profile"], np.float64) - self._song_prof_mean)
+                  / self._song_prof_std).astype(np.float32)  # (Q, D)
+            zs = self._song_prof_z[flat]  # (R, D)
             d2 = (zq ** 2).sum(1)[:, None] + (zs ** 2).sum(1)[None, :] - 2 * zq @ zs.T  # (Q, R)
             e = (1 - d2 / (2 * zq.shape[1]))[:, pos]  # (Q, C, M)
-            voice = (1 - expression_weight) * t + expression_weight * e  # (Q, C, M)
+            voice = (1 - profile_weight) * t + profile_weight * e  # (Q, C, M)
         else:
             voice = t
         fused = np.where(valid, timbre_weight * voice + (1 - timbre_weight) * m, -np.inf)  # (Q, C, M)
@@ -386,9 +436,9 @@ class Recommender:
         score, t_score, m_score = mean_top(fused), mean_top(t), mean_top(m)  # (C,) each
         if e is not None:
             e_score = mean_top(e)
-        elif "expression" in q.vectors and self.singer_expression is not None:
-            e_score = self.expression_scores(q, cand)  # (C,)
-            score = score + timbre_weight * expression_weight * (e_score - t_score)
+        elif "profile" in q.vectors and self.singer_profile is not None:
+            e_score = self.profile_scores(q, cand)  # (C,)
+            score = score + timbre_weight * profile_weight * (e_score - t_score)
         else:
             e_score = np.full(len(cand), np.nan)
         order = np.lexsort((cand, -score))  # best first, ties by singer row (deterministic)
@@ -399,14 +449,14 @@ class Recommender:
         rows = cand[order]
         out = {"rank": np.arange(1, len(order) + 1), "singer": self._singer_names[rows],
                "score": score[order], "timbre_score": t_score[order], "melody_score": m_score[order],
-               "expression_score": e_score[order],
+               "profile_score": e_score[order],
                "query_song": [q.labels[i] for i in pair_q],
                "match_song": self._song_ids[flat[pos[order, pair_m]]]}
         out.update({c: v[rows] for c, v in self._singer_meta.items()})
         return pd.DataFrame(out)
 
     def _candidates(self, q: _QuerySet, allowed: np.ndarray, k: int, timbre_weight: float,
-                    expression_weight: float = 0.0) -> np.ndarray:
+                    profile_weight: float = 0.0) -> np.ndarray:
         """Singer rows to score exactly (see module docstring, step 2)."""
         if len(self.singers) <= self.exact_singers:
             return np.flatnonzero(allowed)
@@ -427,8 +477,8 @@ class Recommender:
         n_rescore = max(self.rescore_singers, 10 * k)
         if len(cand) > n_rescore:  # keep the best by fused singer-level similarity (a cheap proxy)
             voice = sims["timbre"][cand]
-            if "expression" in q.vectors and self.singer_expression is not None:
-                voice = (1 - expression_weight) * voice + expression_weight * self.expression_scores(q, cand)
+            if "profile" in q.vectors and self.singer_profile is not None:
+                voice = (1 - profile_weight) * voice + profile_weight * self.profile_scores(q, cand)
             proxy = timbre_weight * voice + (1 - timbre_weight) * sims["melody"][cand]
             cand = np.sort(cand[np.argpartition(-proxy, n_rescore - 1)[:n_rescore]])
         return cand

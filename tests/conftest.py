@@ -33,14 +33,28 @@ def tiny_checkpoints(tmp_path_factory):
     mcfg = MelodyConfig(channels=16, n_layers=7, latent_dim=8, dec_layers=1)
     save_checkpoint(folder / "melody.pt", kind="melody", model=TCAE(mcfg), config=asdict(mcfg),
                     features=DEFAULT_FEATURES)
+    # an unfitted voice profile head (seeded random weights) that reads this timbre encoder's vectors
+    from encoders.checkpoint import file_sha256
+    from encoders.profile import ProfileConfig, VoiceProfile, voice_feature_names
+
+    pcfg = ProfileConfig(params=("tessitura", "breath", "vib_rate"), voice_dim=len(voice_feature_names()),
+                         timbre_dim=tcfg.emb_dim, timbre_sha256=file_sha256(folder / "timbre.pt"))
+    head = VoiceProfile(pcfg)
+    head.weight.normal_(0.0, 0.1)
+    head.x_scale.fill_(100.0)
+    save_checkpoint(folder / "profile.pt", kind="profile", model=head, config=asdict(pcfg),
+                    features=DEFAULT_FEATURES)
     return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_encoders(tiny_checkpoints):
-    from encoders.checkpoint import load_default_encoders
+    """{"timbre", "melody", "profile"} loaded from :func:`tiny_checkpoints`."""
+    from encoders.checkpoint import load_default_encoders, load_profile_head
 
-    return load_default_encoders(tiny_checkpoints)
+    encs = load_default_encoders(tiny_checkpoints)
+    encs["profile"] = load_profile_head(tiny_checkpoints, encs["timbre"])
+    return encs
 
 
 @pytest.fixture(scope="session")

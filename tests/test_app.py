@@ -72,11 +72,11 @@ def test_default_view_shows_map_and_first_singer_query(page, rec):
     top = expected.iloc[0]
     text = " ".join(m.value for m in page.markdown)
     assert str(top["query_song"]) in text and str(top["match_song"]) in text
-    # how they sing: the query singer's expression descriptors beside the top result's
-    expr = [d.value for d in page.dataframe if "descriptor" in d.value.columns]
+    # how they sing: the query singer's voice profile beside the top result's
+    expr = [d.value for d in page.dataframe if "parameter" in d.value.columns]
     assert len(expr) == 1
-    pd.testing.assert_frame_equal(expr[0].reset_index(drop=True), rec.compare_expression(
-        rec.singer_expression_of(first), top["singer"], query_label=first))
+    pd.testing.assert_frame_equal(expr[0].reset_index(drop=True), rec.compare_profile(
+        rec.singer_profile_of(first), top["singer"], query_label=first))
 
 
 def test_clusters_tab_lists_the_singers_of_a_cluster(page, rec):
@@ -101,7 +101,7 @@ def test_choosing_a_singer_matches_the_recommender(page, rec):
     other = rec.singers["singer"].iloc[2]
     page.selectbox(key="singer").select(other)
     page.slider(key="timbre_weight").set_value(0.45)
-    page.slider(key="expression_weight").set_value(0.7)
+    page.slider(key="profile_weight").set_value(0.7)
     page.slider(key="k").set_value(5)
     col, values = next(iter(explorer.filter_options(rec.singers, rec.metadata_columns).items()))
     page.multiselect(key=f"filter_{col}").select(values[0])
@@ -109,7 +109,7 @@ def test_choosing_a_singer_matches_the_recommender(page, rec):
     assert not page.exception, [e.value for e in page.exception]
     assert f"Singers who sound like {other}" in _titles(page)
     expected = rec.similar_singers(other, k=5, timbre_weight=0.45, filters={col: [values[0]]}, diversity=0.0,
-                                   expression_weight=0.7)
+                                   profile_weight=0.7)
     got = _results(page)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
     assert set(got[col]) <= {values[0]}

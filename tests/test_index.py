@@ -76,6 +76,24 @@ def test_index_directory_contents(tiny_index, tiny_catalogue):
     songs_singer = pd.read_parquet(tiny_index / "songs.parquet")["singer"]
     first = sorted(songs_singer.unique())[0]
     np.testing.assert_allclose(singer_expr[0], expr[(songs_singer == first).to_numpy()].mean(0), rtol=1e-5)
+    voice = np.load(tiny_index / "embeddings/songs_voice.npy")  # raw voice statistics; expression = first 12
+    assert voice.shape == (12, info["voice"]["dim"]) == (12, len(info["voice"]["features"]))
+    np.testing.assert_array_equal(voice[:, :12], expr)
+    # voice profiles: each song on its own, each singer from the median and mean over its songs
+    from encoders.checkpoint import load_encoder
+    from encoders.profile import aggregate
+    head = load_encoder(info["profile"]["checkpoint_path"], kind="profile")
+    assert info["profile"]["sha256"] == head.checkpoint_sha256 and info["profile"]["params"] == list(head.cfg.params)
+    timbre = np.load(tiny_index / "embeddings/songs_timbre.npy")
+    np.testing.assert_allclose(np.load(tiny_index / "embeddings/songs_profile.npy"), head.predict(voice, timbre),
+                               rtol=1e-4, atol=1e-5)
+    mine = (songs_singer == first).to_numpy()
+    x, _ = aggregate(voice[mine], timbre[mine], None)
+    assert np.allclose(aggregate(voice[mine], timbre[mine], [first] * mine.sum())[0][0][:x.shape[1] // 2],
+                       np.median(np.hstack([voice[mine], timbre[mine]]), 0))
+    np.testing.assert_allclose(np.load(tiny_index / "embeddings/singers_profile.npy")[0],
+                               head.predict(voice[mine], timbre[mine], groups=[first] * mine.sum())[0],
+                               rtol=1e-4, atol=1e-5)
     songs = pd.read_parquet(tiny_index / "songs.parquet")
     assert list(songs["song_id"]) == sorted(songs["song_id"]) and {"gender", "melody_id", "duration"} <= set(songs)
     m = pd.read_parquet(tiny_index / "map.parquet")
@@ -121,7 +139,7 @@ def _same_index(a: Path, b: Path):
         # absolute paths differ when the catalogue was copied; everything else must be identical
         pd.testing.assert_frame_equal(pd.read_parquet(a / name).drop(columns="path", errors="ignore"),
                                       pd.read_parquet(b / name).drop(columns="path", errors="ignore"))
-    for kind in ["timbre", "melody", "expression"]:
+    for kind in ["timbre", "melody", "expression", "voice", "profile"]:
         np.testing.assert_allclose(np.load(a / f"embeddings/songs_{kind}.npy"),
                                    np.load(b / f"embeddings/songs_{kind}.npy"), atol=1e-5)
     ra, rb = Recommender.load(a), Recommender.load(b)
@@ -163,12 +181,13 @@ def test_append_refuses_other_encoders(tiny_catalogue, tiny_index, tmp_path):
                               progress=False)
 
 
-def test_append_refuses_an_index_without_current_expression_descriptors(tiny_catalogue, tiny_encoders,
-                                                                        tiny_index, tmp_path):
+@pytest.mark.parametrize("entry", ["expression", "voice"])
+def test_append_refuses_an_index_without_current_voice_statistics(tiny_catalogue, tiny_encoders, tiny_index,
+                                                                  tmp_path, entry):
     idx = tmp_path / "idx"
     shutil.copytree(tiny_index, idx)
     info = json.loads((idx / "index.json").read_text())
-    info["expression"]["version"] = 0  # descriptors of an older version
+    info[entry]["version"] = 0  # descriptors / statistics of an older version
     (idx / "index.json").write_text(json.dumps(info))
     with pytest.raises(SingrecError, match="rebuild it without --append"):
         build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, append=True, progress=False)
@@ -177,9 +196,8 @@ def test_append_refuses_an_index_without_current_expression_descriptors(tiny_cat
 def test_kill_and_resume_equals_uninterrupted(tiny_catalogue, tiny_checkpoints, tiny_index, tmp_path):
     out = tmp_path / "idx"
     code = ("import sys; from index.build import build_catalogue_index;"
-            "from encoders.checkpoint import load_default_encoders;"
             f"build_catalogue_index({str(tiny_catalogue)!r}, {str(out)!r}, "
-            f"encoders=load_default_encoders({str(tiny_checkpoints)!r}), chunk_size=1, progress=False)")
+            f"checkpoints={str(tiny_checkpoints)!r}, chunk_size=1, progress=False)")
     log = tmp_path / "build.log"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "SINGREC_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
@@ -198,9 +216,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_catalogue, tiny_checkpoints, 
     assert not (out / "index.json").exists()
     with pytest.raises(SingrecError, match="unfinished build"):
         Recommender.load(out)
-    from encoders.checkpoint import load_default_encoders
-    report = build_catalogue_index(tiny_catalogue, out, encoders=load_default_encoders(tiny_checkpoints),
-                                   chunk_size=1, progress=False)
+    report = build_catalogue_index(tiny_catalogue, out, checkpoints=tiny_checkpoints, chunk_size=1, progress=False)
     assert report.n_resumed >= 3 and report.n_resumed + report.n_embedded == 12
     _same_index(out, tiny_index)
 

@@ -1,0 +1,471 @@
+"""Voice profile: a singer's voice parameters (range, vocal tract, source, vibrato, onset habits) estimated
+from audio, so that singers can be compared the way the synthetic ground truth compares them.
+
+Why: the timbre embedding is trained to tell singers apart, not to place them in a space where *distance*
+means "sounds alike"; the expression descriptors measure some habits directly but not in the units or
+weighting of a voice's description. A voice profile is an estimate of the 19 parameters that describe a
+synthetic singer (``data/synth.py``: tessitura, formant scale and shifts, open quotient, tilt, breathiness,
+jitter, shimmer, vibrato rate/depth/delay, singer's formant, nasality, scoop, glide), read off by a linear
+head from song statistics. Singers close in profile are singers whose voices are described alike.
+
+Two parts:
+
+1. :func:`voice_features` -- about 190 per-song statistics from one STFT and the f0 track of
+   ``encoders/expression.py`` (no learning): the twelve expression descriptors; f0 percentiles; the
+   long-term spectrum of voiced frames in sixth-octave bands (median and spread, level removed); the
+   level of harmonics 2-16 relative to the first, harmonics above the troughs between them, frame-to-frame
+   harmonic level changes; the harmonic envelope on the same band grid; vibrato (pooled spectrum and
+   autocorrelation of the pitch residual, its build-up over the first 0.7 s of a note), scoops on detached
+   notes, legato transitions (interval / peak slope, durations) and pitch micro-variation.
+2. :class:`VoiceProfile` -- a ridge regression from a singer's statistics (median and mean over its songs
+   of the voice features and the timbre vectors) to the standardised parameters, fitted by
+   :func:`fit_profile` on a synthetic catalogue's ground truth (``singrec train --encoder profile``). A
+   single song or clip is profiled from its own statistics.
+
+The head is learnt from the synthesizer's parameters, so on real recordings its outputs are estimates in the
+synthesizer's terms (e.g. "breath" is the level of aspiration noise the model would need); the features
+themselves are ordinary signal statistics. Measured held-out figures are in BENCHMARKS.md.
+
+Hand-written statistics rather than a learnt network: the head trains in seconds on the CPU, the
+statistics cost about 2x the expression descriptors, and a linear map on them outscored a 256-unit MLP on
+the same singers (BENCHMARKS.md, "Voice profile").
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.ndimage import median_filter, uniform_filter1d
+from torch import nn
+
+from data.errors import SingrecError
+from data.features import DEFAULT_FEATURES, FeatureConfig
+from encoders.expression import EXPRESSION_FEATURES, ExpressionConfig, analyse, expression_from_analysis
+
+VOICE_FEATURES_VERSION = 1  # bump when voice_features changes (indexes and profile checkpoints record it)
+
+# display units of the synthesizer's singer parameters (data/synth.py), in its order
+PROFILE_UNITS = {
+    "tessitura": "MIDI", "formant_scale": "x", "f1_shift": "rel.", "f2_shift": "rel.", "f3_shift": "rel.",
+    "f4_shift": "rel.", "open_quotient": "", "tilt": "dB/oct", "breath": "dB", "jitter": "%", "shimmer": "%",
+    "vib_rate": "Hz", "vib_depth": "cents", "vib_delay": "s", "sf_gain": "dB", "sf_freq": "Hz",
+    "nasality": "0-1", "scoop": "cents", "glide": "s",
+}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of every run of True."""
+    e = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.flatnonzero(e == 1), np.flatnonzero(e == -1)))
+
+
+def _median_rows(rows: list, width: int) -> list[float]:
+    return list(np.median(np.asarray(rows, np.float64), axis=0)) if rows else [0.0] * width
+
+
+@dataclass(frozen=True)
+class VoiceFeatureConfig:
+    track: ExpressionConfig = field(default_factory=ExpressionConfig)  # STFT, f0 track, expression settings
+    band_lo_hz: float = 100.0      # sixth-octave band grid: 100 Hz ...
+    n_bands: int = 36              # ... 6 octaves (to 6.4 kHz)
+    n_harmonics: int = 16          # harmonics read per voiced frame
+    max_seconds: float = 30.0      # longer songs: only their middle 30 s are analysed (a voice does not change
+                                   # within a song; keeps a 3-min song's cost to ~3x a 10-s song's)
+    max_frames: int = 3000         # voiced frames used for spectral statistics (evenly spaced pairs)
+    residual_frames: int = 25      # running median that separates vibrato from the note's pitch (250 ms)
+    vibrato_skip_frames: int = 30  # vibrato statistics start this far into a note (after its onset)
+    envelope_window: int = 10      # vibrato build-up: residual spread in 100 ms windows over the first 0.7 s
+    glide_min_cents: float = 80.0  # legato transitions at least this large
+
+
+def _spectral_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, sample_rate: int,
+                       cfg: VoiceFeatureConfig) -> np.ndarray:
+    """Band spectrum and harmonic statistics of voiced frames, (2 B + 3 H - 1 + 8 + B,) with B bands, H harmonics."""
+    b, h_n = cfg.n_bands, cfg.n_harmonics
+    idx = np.flatnonzero(voiced)
+    if len(idx) > cfg.max_frames:  # evenly spaced pairs of adjacent frames (the level steps need pairs)
+        starts = idx[np.linspace(0, len(idx) - 2, cfg.max_frames // 2).round().astype(int)]
+        idx = np.union1d(starts, (starts + 1)[voiced[np.minimum(starts + 1, len(voiced) - 1)]])
+    width = 2 * b + 3 * h_n - 1 + 8 + b
+    if len(idx) < 10:
+        return np.zeros(width, np.float32)
+    db = (10.0 / np.log(10.0)) * logpow[:, idx].T  # (V, F) dB
+    n_bins = db.shape[1]
+    bin_hz = sample_rate / (2 * (n_bins - 1))
+    freqs = np.arange(n_bins) * bin_hz
+    edges = cfg.band_lo_hz * 2 ** (np.arange(b + 1) / 6)
+    band = np.searchsorted(edges, freqs, side="right") - 1  # (F,) band of each bin, -1 / b outside
+    inside = (band >= 0) & (band < b)
+    average = np.zeros((int(inside.sum()), b), np.float32)  # (F_in, B): mean over each band's bins
+    average[np.arange(average.shape[0]), band[inside]] = 1.0
+    average /= np.maximum(average.sum(0), 1.0)
+    bands = 10 * np.log10(np.exp(logpow[inside][:, idx].T) @ average + 1e-12)  # (V, B) dB
+    bands -= bands.mean(1, keepdims=True)  # level removed per frame
+
+    f0 = f0_hz[idx][:, None]  # (V, 1)
+    h = np.arange(1, h_n + 1)[None, :]  # (1, H)
+    centre = np.rint(h * f0 / bin_hz).astype(int)  # (V, H)
+    mid = np.rint((h + 0.5) * f0 / bin_hz).astype(int)
+    ok = (mid < n_bins - 1) & (centre >= 1)
+    rows = np.arange(len(idx))[:, None]
+    peak = np.max([db[rows, np.clip(centre + o, 0, n_bins - 1)] for o in (-1, 0, 1)], axis=0)  # (V, H)
+    trough = db[rows, np.clip(mid, 0, n_bins - 1)]
+    peak_ok = np.where(ok, peak, np.nan)
+    adjacent = np.diff(idx) == 1
+    # harmonic envelope on the band grid: levels interpolated between neighbouring harmonics, level removed
+    grid = edges[:-1] * 2 ** (1 / 12)  # band centres
+    pos = grid[None, :] / f0  # (V, B) harmonic number at each grid frequency
+    lo = np.clip(np.floor(pos).astype(int), 1, h_n - 1)
+    w = pos - lo
+    env = (peak_ok[rows, lo - 1] * (1 - w) + peak_ok[rows, lo] * w)  # (V, B)
+    env[(pos < 1) | (pos > h_n)] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (harmonics above Nyquist) -> 0 below
+        env -= np.nanmean(env, axis=1, keepdims=True)
+        out = [np.median(bands, 0), bands.std(0),
+               np.nanmedian(peak_ok[:, 1:] - peak_ok[:, :1], 0),  # (H-1,) harmonic levels re H1
+               np.nanmedian(np.where(ok, peak - trough, np.nan), 0),  # (H,) harmonics above troughs
+               np.nanmedian(np.abs(np.diff(peak_ok, axis=0))[adjacent], 0)[:8] if adjacent.any()
+               else np.zeros(8),  # (8,) frame-to-frame level change of harmonics 1-8
+               np.nanmedian(env, 0)]  # (B,)
+    return np.nan_to_num(np.concatenate(out)).astype(np.float32)
+
+
+def _contour_features(cents: np.ndarray, voiced: np.ndarray, fps: float, cfg: VoiceFeatureConfig) -> np.ndarray:
+    """Vibrato, scoop, glide and micro-variation statistics of an f0 track (cents, 100 frames/s), (24,)."""
+    jump = np.abs(np.diff(cents, prepend=cents[:1])) > cfg.track.jump_cents
+    notes = [(s, e) for s, e in _runs(voiced & ~jump) if e - s >= 8]
+    skip, win = cfg.vibrato_skip_frames, cfg.envelope_window
+    n_fft = 2048
+    f = np.fft.rfftfreq(n_fft, 1 / fps)
+    band = (f >= cfg.track.vibrato_band_hz[0]) & (f <= cfg.track.vibrato_band_hz[1])
+    fb = f[band]
+    pooled = np.zeros(band.sum())
+    lags = np.arange(40)
+    acf = np.zeros(lags.size)
+    envelope, micro = [], []
+    for s, e in notes:
+        c = cents[s:e]
+        resid = c - median_filter(c, size=cfg.residual_frames, mode="nearest")  # vibrato + micro-variation
+        d2 = np.diff(resid, 2)
+        if len(d2) > 5:
+            micro.append([np.std(d2), np.median(np.abs(np.diff(resid)))])
+        if len(c) < 2 * skip:
+            continue
+        late = resid[skip:]
+        if len(late) >= 45:  # pooled over notes: one note's spectrum is too coarse for the rate
+            pooled += (np.abs(np.fft.rfft(late * np.hanning(len(late)), n_fft)) ** 2)[band]
+            x = late - late.mean()
+            a = np.correlate(x, x, "full")[len(x) - 1:len(x) - 1 + lags.size]
+            acf += a / max(a[0], 1e-9) * len(x)
+        if len(c) >= 100:
+            spread = resid[7 * win:].std() + 1e-6
+            envelope.append([resid[i:i + win].std() / spread for i in range(0, 7 * win, win)] + [resid[7 * win:].std()])
+    rate = centroid = concentration = ac_rate = ac_peak = 0.0
+    if pooled.sum() > 0:
+        k = int(pooled.argmax())
+        offset = 0.0
+        if 0 < k < len(pooled) - 1:  # parabola through the log spectrum around the peak
+            a, b, c = np.log(pooled[k - 1:k + 2] + 1e-12)
+            offset = 0.5 * (a - c) / (a - 2 * b + c) if abs(a - 2 * b + c) > 1e-9 else 0.0
+        rate = fb[k] + offset * (fb[1] - fb[0])
+        centroid = float((pooled * fb).sum() / pooled.sum())
+        concentration = float(pooled[max(0, k - 10):k + 11].sum() / pooled.sum())
+    if acf[0] > 0:
+        in_range = (lags >= fps / cfg.track.vibrato_band_hz[1]) & (lags <= fps / cfg.track.vibrato_band_hz[0])
+        j = int(np.argmax(np.where(in_range, acf, -np.inf)))
+        a, b, c = acf[j - 1:j + 2]
+        den = a - 2 * b + c
+        ac_rate = fps / (j + (0.5 * (a - c) / den if abs(den) > 1e-9 else 0.0))
+        ac_peak = b / acf[0]
+    out = [rate, centroid, concentration, ac_rate, ac_peak] + _median_rows(envelope, 8)
+    scoops = []  # notes after a breath: how far below the settled pitch they start
+    for s, e in notes:
+        if s >= 3 and not voiced[s - 3:s].any() and e - s >= 20:
+            c = cents[s:e]
+            settled = np.median(c[10:])
+            scoops.append([settled - c[:8].min(), settled - c[:3].mean(), settled - c[3:6].mean(),
+                           settled - c[6:10].mean()])
+    out += _median_rows(scoops, 4)
+    glides = []  # legato transitions inside voiced runs
+    for s, e in _runs(voiced):
+        if e - s < 30:
+            continue
+        c = cents[s:e]
+        m = uniform_filter1d(median_filter(c, size=15, mode="nearest"), 3)
+        d = np.diff(m)
+        for a, b in _runs(np.abs(d) > 2.0):
+            a0, b0 = max(a - 3, 0), min(b + 3, len(m) - 1)
+            interval = m[b0] - m[a0]
+            if abs(interval) < cfg.glide_min_cents:
+                continue
+            seg = uniform_filter1d(c, 5)[a0:b0 + 1]
+            frac = (seg - seg[0]) / interval
+            t10, t90 = np.argmax(frac > 0.1), np.argmax(frac > 0.9)
+            glides.append([abs(interval) / np.abs(d[a:b]).max(), b - a, max(t90 - t10, 0), abs(interval)])
+    out += _median_rows(glides, 4) + [len(glides) / max(len(notes), 1)]
+    out += _median_rows(micro, 2)
+    return np.asarray(out, np.float32)
+
+
+def voice_feature_names(cfg: VoiceFeatureConfig = VoiceFeatureConfig()) -> list[str]:
+    """Names of the :func:`voice_features` columns, in order."""
+    b, h = range(cfg.n_bands), range(2, cfg.n_harmonics + 1)
+    return (list(EXPRESSION_FEATURES) + ["f0_p10_cents", "f0_p50_cents", "f0_p90_cents"]
+            + [f"band{i}_db" for i in b] + [f"band{i}_spread_db" for i in b]
+            + [f"h{i}_re_h1_db" for i in h] + [f"h{i}_above_trough_db" for i in range(1, cfg.n_harmonics + 1)]
+            + [f"h{i}_step_db" for i in range(1, 9)] + [f"envelope{i}_db" for i in b]
+            + ["vibrato_peak_hz", "vibrato_centroid_hz", "vibrato_concentration", "vibrato_acf_hz",
+               "vibrato_acf_peak"] + [f"vibrato_build{i}" for i in range(7)] + ["vibrato_late_cents"]
+            + ["scoop_min_cents", "scoop_0_cents", "scoop_30_cents", "scoop_60_cents"]
+            + ["glide_interval_per_slope", "glide_frames", "glide_10_90_frames", "glide_interval_cents",
+               "glides_per_note", "micro_d2_std_cents", "micro_step_cents"])
+
+
+def voice_features(wave: np.ndarray, *, sample_rate: int = 16000,
+                   cfg: VoiceFeatureConfig = VoiceFeatureConfig()) -> np.ndarray:
+    """Per-song voice statistics (module docstring, part 1).
+
+    Parameters
+    ----------
+    wave : float array (N,), mono audio at ``sample_rate``; only the middle ``cfg.max_seconds`` are read
+
+    Returns
+    -------
+    float32 (D,) with D = ``len(voice_feature_names(cfg))``; the first twelve are the expression descriptors
+    (:func:`encoders.expression.expression_features`). Statistics of things that do not occur are 0.
+    """
+    wave = np.asarray(wave, np.float32)
+    keep = int(cfg.max_seconds * sample_rate)
+    if wave.size > keep:
+        start = (wave.size - keep) // 2
+        wave = wave[start:start + keep]
+    logpow, cents, voiced, f0_hz = analyse(wave, sample_rate=sample_rate, cfg=cfg.track)  # (F, T), (T,) x3
+    expression = expression_from_analysis(logpow, cents, voiced, f0_hz, sample_rate=sample_rate, cfg=cfg.track)
+    lp = logpow.numpy()
+    c = cents[voiced]
+    pct = np.percentile(c, [10, 50, 90]) if len(c) else np.zeros(3)
+    fps = sample_rate / cfg.track.hop_length
+    return np.concatenate([expression, np.asarray(pct, np.float32),
+                           _spectral_features(lp, f0_hz, voiced, sample_rate, cfg),
+                           _contour_features(cents, voiced, fps, cfg)]).astype(np.float32)
+
+
+class VoiceFeatureEmbedder:
+    """:func:`voice_features` behind the embedder interface of ``encoders.embed.embed_songs`` (raw rows)."""
+
+    name = "voice"
+    input_kind = "waveform"
+    version = VOICE_FEATURES_VERSION
+
+    def __init__(self, *, features: FeatureConfig = DEFAULT_FEATURES, cfg: VoiceFeatureConfig = VoiceFeatureConfig()):
+        self.features = features
+        self.cfg = cfg
+        self.dim = len(voice_feature_names(cfg))
+
+    def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, D) float32 voice statistics of mono waveforms at ``features.sample_rate``."""
+        if len(waves) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([voice_features(np.asarray(w), sample_rate=self.features.sample_rate, cfg=self.cfg)
+                         for w in waves])
+
+
+# ------------------------------------------------------------------------------------------------ head
+@dataclass(frozen=True)
+class ProfileConfig:
+    params: tuple[str, ...] = ()        # estimated parameters (the ground truth's p_* columns, prefix dropped)
+    voice_dim: int = 0                  # voice_features columns
+    timbre_dim: int = 0                 # timbre vector size (the head reads both)
+    alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 4, 13))  # ridge penalties tried
+    cv_folds: int = 5                   # folds over singers for the reported held-out metrics
+    voice_features: dict = field(default_factory=lambda: asdict(VoiceFeatureConfig()))
+    voice_features_version: int = VOICE_FEATURES_VERSION
+    timbre_sha256: str = ""             # the timbre encoder whose vectors the head was fitted on
+
+    @property
+    def in_dim(self) -> int:
+        return 2 * (self.voice_dim + self.timbre_dim)  # median and mean over songs of [voice | timbre]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProfileConfig":
+        d = dict(d)
+        return cls(**{**d, "params": tuple(d.get("params", ())), "alphas": tuple(d.get("alphas", cls.alphas))})
+
+
+def aggregate(voice: np.ndarray, timbre: np.ndarray, groups: Sequence | None = None) -> tuple[np.ndarray, list]:
+    """Median and mean over each group's songs of ``[voice | timbre]``.
+
+    Parameters
+    ----------
+    voice : (N, D) voice features; timbre : (N, d) timbre vectors
+    groups : (N,) group label of each song (its singer); None = every song on its own
+
+    Returns
+    -------
+    (G, 2 (D + d)) float64 rows in order of first appearance, and the G group labels
+    """
+    x = np.hstack([np.asarray(voice, np.float64), np.asarray(timbre, np.float64)])  # (N, D + d)
+    if groups is None:
+        return np.hstack([x, x]), list(range(len(x)))
+    frame = pd.DataFrame(x)
+    labels = list(dict.fromkeys(groups))
+    g = frame.groupby(np.asarray(groups), sort=False)
+    return np.hstack([g.median().loc[labels].to_numpy(), g.mean().loc[labels].to_numpy()]), labels
+
+
+class VoiceProfile(nn.Module):
+    """Linear head: aggregated song statistics -> standardised voice parameters (module docstring, part 2).
+
+    All of it is buffers (standardisation folded around one linear map), so a checkpoint is plain tensors.
+    """
+
+    name = "profile"
+
+    @property
+    def dim(self) -> int:
+        return len(self.cfg.params)
+
+    def __init__(self, cfg: ProfileConfig):
+        super().__init__()
+        self.cfg = cfg
+        p, n = len(cfg.params), cfg.in_dim
+        self.register_buffer("x_mean", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("x_scale", torch.ones(n, dtype=torch.float64))
+        self.register_buffer("weight", torch.zeros(p, n, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros(p, dtype=torch.float64))
+        self.register_buffer("y_mean", torch.zeros(p, dtype=torch.float64))  # parameter units of the training set
+        self.register_buffer("y_std", torch.ones(p, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (G, 2 (D + d)) -> (G, P) standardised parameters
+        return ((x - self.x_mean) / self.x_scale) @ self.weight.T + self.bias
+
+    def predict(self, voice: np.ndarray, timbre: np.ndarray, groups: Sequence | None = None) -> np.ndarray:
+        """(G, P) standardised parameter estimates per group (per song when ``groups`` is None)."""
+        x, _ = aggregate(voice, timbre, groups)
+        if x.shape[1] != self.cfg.in_dim:
+            raise SingrecError(f"voice profile head expects {self.cfg.voice_dim} voice features and "
+                               f"{self.cfg.timbre_dim}-d timbre vectors, got {x.shape[1] // 2} columns in all")
+        with torch.no_grad():
+            return self(torch.from_numpy(x)).numpy()
+
+    def in_units(self, z: np.ndarray) -> np.ndarray:
+        """Standardised estimates -> the parameters' own units (``PROFILE_UNITS``)."""
+        return np.asarray(z) * self.y_std.numpy() + self.y_mean.numpy()
+
+
+def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth: pd.DataFrame, *,
+                cfg: ProfileConfig = ProfileConfig(), seed: int = 0) -> tuple[VoiceProfile, dict]:
+    """Fit the head on songs of singers with known parameters; also report ``cv_folds``-fold held-out metrics.
+
+    Parameters
+    ----------
+    voice : (N, D) :func:`voice_features` of the songs; timbre : (N, d) their timbre vectors
+    singers : (N,) singer of each song
+    truth : one row per singer: ``singer`` and numeric ``p_*`` parameter columns (``ground_truth/singers.csv``)
+
+    Returns
+    -------
+    the fitted :class:`VoiceProfile`, and metrics: the chosen ridge ``alpha``, per-parameter ``cv_r2`` and
+    ``cv_ndcg@10`` of ranking singers by distance between held-out estimates (folds over singers)
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold
+
+    from recsys.evaluate import ground_truth_neighbours, ndcg_at_k
+
+    cols = [c for c in truth.columns if c.startswith("p_")]
+    if not cols:
+        raise SingrecError("ground truth has no p_* singer parameter columns")
+    x, names = aggregate(voice, timbre, singers)  # (S, 2 (D + d))
+    table = truth.set_index("singer")
+    missing = [s for s in names if s not in table.index]
+    if missing:
+        raise SingrecError(f"{len(missing)} singers have no ground-truth parameters (e.g. {missing[0]!r})")
+    y = table.loc[names, cols].to_numpy(np.float64)  # (S, P)
+    if len(names) < 4 * cfg.cv_folds:
+        raise SingrecError(f"too few singers to fit a voice profile ({len(names)}; need {4 * cfg.cv_folds})")
+    cfg = replace(cfg, params=tuple(c[2:] for c in cols), voice_dim=np.asarray(voice).shape[1],
+                  timbre_dim=np.asarray(timbre).shape[1])
+    x_mean, x_scale = x.mean(0), np.maximum(x.std(0), 1e-9)
+    y_mean, y_std = y.mean(0), np.maximum(y.std(0), 1e-12)
+    xs, ys = (x - x_mean) / x_scale, (y - y_mean) / y_std
+
+    held_out = np.zeros_like(ys)
+    for train, test in KFold(cfg.cv_folds, shuffle=True, random_state=seed).split(xs):
+        held_out[test] = RidgeCV(alphas=cfg.alphas).fit(xs[train], ys[train]).predict(xs[test])
+    r2 = 1 - ((held_out - ys) ** 2).mean(0) / ys.var(0)
+    truth_nn = ground_truth_neighbours(pd.DataFrame({"singer": names, **{c: y[:, j] for j, c in enumerate(cols)}}))
+    dist = np.linalg.norm(held_out[:, None] - held_out[None], axis=-1)  # (S, S)
+    np.fill_diagonal(dist, np.inf)
+    ndcg = float(np.mean([ndcg_at_k([names[j] for j in np.argsort(dist[i], kind="stable")[:10]],
+                                    truth_nn[names[i]]) for i in range(len(names))]))
+
+    ridge = RidgeCV(alphas=cfg.alphas).fit(xs, ys)
+    model = VoiceProfile(cfg)
+    model.x_mean.copy_(torch.from_numpy(x_mean))
+    model.x_scale.copy_(torch.from_numpy(x_scale))
+    model.weight.copy_(torch.from_numpy(np.asarray(ridge.coef_, np.float64)))
+    model.bias.copy_(torch.from_numpy(np.atleast_1d(np.asarray(ridge.intercept_, np.float64))))
+    model.y_mean.copy_(torch.from_numpy(y_mean))
+    model.y_std.copy_(torch.from_numpy(y_std))
+    metrics = {"alpha": float(ridge.alpha_), "singers": len(names), "songs": int(np.asarray(voice).shape[0]),
+               "cv_ndcg@10": ndcg, "cv_r2_mean": float(r2.mean()),
+               "cv_r2": {p: float(v) for p, v in zip(cfg.params, r2)}}
+    return model, metrics
+
+
+def profile_from_checkpoint(ckpt: dict) -> VoiceProfile:
+    """Rebuild a :class:`VoiceProfile` from a checkpoint dict (``encoders.checkpoint.load_encoder`` calls this)."""
+    model = VoiceProfile(ProfileConfig.from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    if model.cfg.voice_features_version != VOICE_FEATURES_VERSION:
+        raise ValueError(f"fitted on voice features version {model.cfg.voice_features_version}, this code computes "
+                         f"version {VOICE_FEATURES_VERSION}; refit it with `singrec train --encoder profile`")
+    return model.eval()
+
+
+def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = True, command: str = "",
+                  seed: int = 0) -> "Path":
+    """Embed a synthetic catalogue (timbre vectors + voice features), fit the head on its ground truth and
+    write ``out_path`` (a self-describing checkpoint of kind ``"profile"``).
+
+    Parameters
+    ----------
+    catalogue : a catalogue folder / manifest / :class:`~data.catalogue.Catalogue` with
+        ``ground_truth/singers.csv`` beside its manifest (``singrec synth`` writes one)
+    timbre_encoder : the timbre encoder whose vectors the head reads (default: the shipped one)
+    """
+    import time
+    from pathlib import Path
+
+    from data.catalogue import Catalogue
+    from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder, save_checkpoint
+    from encoders.embed import embed_songs
+
+    start = time.time()
+    cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
+    folder = cat.source.parent if cat.source.suffix else cat.source
+    truth_path = folder / "ground_truth" / "singers.csv"
+    if not truth_path.is_file():
+        raise SingrecError("a voice profile is fitted on a synthetic catalogue's ground truth; this catalogue has "
+                           "no ground_truth/singers.csv (make one with `singrec synth`)", folder)
+    timbre = timbre_encoder or load_encoder(DEFAULT_CHECKPOINTS["timbre"], kind="timbre")
+    voice = VoiceFeatureEmbedder(features=timbre.features)
+    out, failures = embed_songs(list(cat.songs["path"]), {"timbre": timbre, "voice": voice}, on_error="skip",
+                                progress=progress)
+    bad = {f.index for f in failures}
+    singers = [s for i, s in enumerate(cat.songs["singer"]) if i not in bad]
+    cfg = ProfileConfig(voice_features=asdict(voice.cfg), timbre_sha256=getattr(timbre, "checkpoint_sha256", ""))
+    model, metrics = fit_profile(out["voice"], out["timbre"], singers, pd.read_csv(truth_path), cfg=cfg, seed=seed)
+    path = save_checkpoint(out_path, kind="profile", model=model, config=asdict(model.cfg), features=timbre.features,
+                           metrics=metrics,
+                           data={**cat.summary(), "failed": len(failures), "fingerprint": cat.fingerprint()},
+                           train={"command": command, "seconds": round(time.time() - start, 1), "seed": seed,
+                                  "timbre_checkpoint": getattr(timbre, "checkpoint_path", None)})
+    return Path(path)
