@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--expression", action="store_true",
                     help="also probe with the expression descriptors (the index's own when current, else computed "
                          "again from the audio)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also score the voice profiles stored in --eval-index (the shipped head's estimates)")
     ap.add_argument("--write", action="store_true",
                     help="also replace this script's whole section of BENCHMARKS.md with the output (the section's "
                          "hand-written notes are lost; default: print only)")
@@ -150,8 +152,28 @@ def main() -> None:
                    f"R^2 per parameter, largest gain first:\n\n| parameter | timbre vectors | + expression descriptors |"
                    f"\n|---|---|---|\n{rows}")
 
+    if args.profile:
+        info = json.loads((args.eval_index / "index.json").read_text())
+        if not info.get("profile"):
+            raise SystemExit(f"{args.eval_index} has no voice profile; index it with a profile head")
+        prof = info["profile"]
+        z = np.load(args.eval_index / "embeddings" / "singers_profile.npy").astype(np.float64)  # (S, P)
+        order = pd.read_parquet(args.eval_index / "singers.parquet")["singer"].tolist()
+        z = pd.DataFrame(z, index=order).loc[names].to_numpy()
+        est = z * np.array(prof["std"]) + np.array(prof["mean"])  # the parameters' own units
+        truth_units = gt1[[f"p_{p}" for p in prof["params"]]].to_numpy(float)
+        r2p = 1 - ((est - truth_units) ** 2).mean(0) / truth_units.var(0)
+        zz = (est - est.mean(0)) / est.std(0)
+        rows = "\n".join(f"| {p} | {v:.2f} |" for p, v in sorted(zip(prof["params"], r2p), key=lambda t: -t[1]))
+        out.append(f"Voice profiles of `{args.eval_index}` (head `{prof['checkpoint']}`, sha256 "
+                   f"{prof['sha256'][:12]}..., fitted on other singers): ranking singers by the distance between "
+                   f"their profiles (standardised over the catalogue's singers) scores nDCG@10 "
+                   f"**{ndcg_by_distance(zz, names, truth):.3f}**; mean R^2 {r2p.mean():.3f}. R^2 per parameter:\n\n"
+                   f"| parameter | R^2 |\n|---|---|\n{rows}")
+
+    flags = (" --expression" if args.expression else "") + (" --profile" if args.profile else "")
     body = ("\n\n".join(out) + "\n\nReproduce: `python benchmarks/ndcg_analysis.py --train-index "
-            f"{args.train_index} --eval-index {args.eval_index}{' --expression' if args.expression else ''}`")
+            f"{args.train_index} --eval-index {args.eval_index}{flags}`")
     print(body)
     if args.write:
         write_section(ROOT / "BENCHMARKS.md", "Similar-singer ranking: what limits nDCG@10", body)

@@ -32,8 +32,10 @@ the same singers (BENCHMARKS.md, "Voice profile").
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -45,6 +47,8 @@ from torch import nn
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig
 from encoders.expression import EXPRESSION_FEATURES, ExpressionConfig, analyse, expression_from_analysis
+
+log = logging.getLogger(__name__)
 
 VOICE_FEATURES_VERSION = 1  # bump when voice_features changes (indexes and profile checkpoints record it)
 
@@ -377,7 +381,7 @@ def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth:
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
 
-    from recsys.evaluate import ground_truth_neighbours, ndcg_at_k
+    from encoders.base import ground_truth_neighbours, ndcg_at_k
 
     cols = [c for c in truth.columns if c.startswith("p_")]
     if not cols:
@@ -431,7 +435,7 @@ def profile_from_checkpoint(ckpt: dict) -> VoiceProfile:
 
 
 def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = True, command: str = "",
-                  seed: int = 0) -> "Path":
+                  seed: int = 0) -> Path:
     """Embed a synthetic catalogue (timbre vectors + voice features), fit the head on its ground truth and
     write ``out_path`` (a self-describing checkpoint of kind ``"profile"``).
 
@@ -442,10 +446,9 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     timbre_encoder : the timbre encoder whose vectors the head reads (default: the shipped one)
     """
     import time
-    from pathlib import Path
 
     from data.catalogue import Catalogue
-    from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder, save_checkpoint
+    from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, load_encoder, save_checkpoint
     from encoders.embed import embed_songs
 
     start = time.time()
@@ -457,15 +460,29 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
                            "no ground_truth/singers.csv (make one with `singrec synth`)", folder)
     timbre = timbre_encoder or load_encoder(DEFAULT_CHECKPOINTS["timbre"], kind="timbre")
     voice = VoiceFeatureEmbedder(features=timbre.features)
-    out, failures = embed_songs(list(cat.songs["path"]), {"timbre": timbre, "voice": voice}, on_error="skip",
-                                progress=progress)
-    bad = {f.index for f in failures}
-    singers = [s for i, s in enumerate(cat.songs["singer"]) if i not in bad]
+    out_path = Path(out_path)
+    # the songs' statistics are cached beside the checkpoint: refitting on the same catalogue, timbre encoder
+    # and statistics version does not embed the songs again
+    key = f"{cat.fingerprint()} {getattr(timbre, 'checkpoint_sha256', '')} v{VOICE_FEATURES_VERSION}"
+    cache = out_path.with_name(out_path.stem + ".songs.pt")
+    cached = torch.load(cache, weights_only=True) if cache.is_file() else {}
+    if cached.get("key") == key:
+        vecs = {"voice": cached["voice"].numpy(), "timbre": cached["timbre"].numpy()}
+        singers, n_failed = cached["singers"], cached["failed"]
+        log.info("reusing the song statistics cached in %s", cache)
+    else:
+        vecs, failures = embed_songs(list(cat.songs["path"]), {"timbre": timbre, "voice": voice}, on_error="skip",
+                                     progress=progress)
+        bad = {f.index for f in failures}
+        singers, n_failed = [s for i, s in enumerate(cat.songs["singer"]) if i not in bad], len(failures)
+        atomic_torch_save({"key": key, "voice": torch.from_numpy(vecs["voice"]),
+                           "timbre": torch.from_numpy(vecs["timbre"]), "singers": list(singers), "failed": n_failed},
+                          cache)
     cfg = ProfileConfig(voice_features=asdict(voice.cfg), timbre_sha256=getattr(timbre, "checkpoint_sha256", ""))
-    model, metrics = fit_profile(out["voice"], out["timbre"], singers, pd.read_csv(truth_path), cfg=cfg, seed=seed)
+    model, metrics = fit_profile(vecs["voice"], vecs["timbre"], singers, pd.read_csv(truth_path), cfg=cfg, seed=seed)
     path = save_checkpoint(out_path, kind="profile", model=model, config=asdict(model.cfg), features=timbre.features,
                            metrics=metrics,
-                           data={**cat.summary(), "failed": len(failures), "fingerprint": cat.fingerprint()},
+                           data={**cat.summary(), "failed": n_failed, "fingerprint": cat.fingerprint()},
                            train={"command": command, "seconds": round(time.time() - start, 1), "seed": seed,
                                   "timbre_checkpoint": getattr(timbre, "checkpoint_path", None)})
     return Path(path)

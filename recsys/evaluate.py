@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from data.errors import SingrecError
+from encoders.base import ground_truth_neighbours, ndcg_at_k  # noqa: F401  (here for callers of this module)
 
 
 def _cosine(emb: np.ndarray) -> np.ndarray:
@@ -66,38 +66,6 @@ def mean_average_precision(emb: np.ndarray, labels: Sequence, *, exclude: Sequen
     ap = (precision * rel).sum(1) / np.maximum(n_rel, 1)
     ok = n_rel > 0
     return float(ap[ok].mean()) if ok.any() else float("nan")
-
-
-def ndcg_at_k(ranked: Sequence, relevance: dict, k: int = 10) -> float:
-    """nDCG@k of ``ranked`` ids given graded ``relevance`` {id: gain}; 0 when nothing is relevant."""
-    gains = np.array([relevance.get(x, 0.0) for x in list(ranked)[:k]], dtype=np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = float((gains * discounts[:len(gains)]).sum())
-    ideal = np.sort(np.array(list(relevance.values()), dtype=np.float64))[::-1][:k]
-    idcg = float((ideal * discounts[:len(ideal)]).sum())
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def ground_truth_neighbours(singers: pd.DataFrame, k: int = 10) -> dict:
-    """{singer: {neighbour: gain}} from standardised parameter distances (gain k for the nearest, 1 for the k-th).
-
-    Parameters
-    ----------
-    singers : one row per singer, with a ``singer`` column and numeric ``p_*`` parameter columns
-    """
-    cols = [c for c in singers.columns if c.startswith("p_")]
-    if not cols:
-        raise SingrecError("ground truth has no p_* singer parameter columns")
-    x = singers[cols].to_numpy(dtype=np.float64)
-    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
-    dist = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
-    np.fill_diagonal(dist, np.inf)
-    names = singers["singer"].tolist()
-    out = {}
-    for i, name in enumerate(names):
-        nearest = np.argsort(dist[i], kind="stable")[:k]
-        out[name] = {names[j]: float(k - r) for r, j in enumerate(nearest)}
-    return out
 
 
 def ranking_ndcg(rank_fn: Callable[[str], Sequence[str]], truth: dict, k: int = 10) -> float:

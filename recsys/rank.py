@@ -45,7 +45,7 @@ from threadpoolctl import ThreadpoolController
 from data.errors import SingrecError
 from encoders.base import l2_normalise
 from encoders.expression import EXPRESSION_FEATURES
-from encoders.profile import PROFILE_UNITS, VoiceFeatureEmbedder
+from encoders.profile import VoiceFeatureEmbedder
 from index.faiss_index import load_index, search
 from index.store import KINDS, check_encoders, has_current_expression, read_info
 

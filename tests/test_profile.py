@@ -128,7 +128,7 @@ def test_a_head_fitted_on_another_timbre_encoder_is_not_used(tiny_checkpoints, t
     assert load_profile_head(other, tiny_encoders["timbre"]) is None
 
 
-def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tmp_path):
+def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from data.synth import synthesize_catalogue
@@ -144,6 +144,17 @@ def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tm
     assert len(head.cfg.params) == 19 and head.cfg.voice_dim == len(NAMES)
     assert head.cfg.timbre_sha256 == load_encoder(tiny_checkpoints / "timbre.pt").checkpoint_sha256
     assert ckpt["data"]["singers"] == 20 and "cv_ndcg@10" in ckpt["metrics"] and ckpt["train"]["command"]
+    # refitting reuses the songs' cached statistics (nothing is embedded again) and gives the same head
+    import encoders.embed
+
+    def no_embedding(*a, **k):
+        raise AssertionError("songs embedded again")
+
+    monkeypatch.setattr(encoders.embed, "embed_songs", no_embedding)
+    res = CliRunner().invoke(app, ["train", str(cat), "--encoder", "profile", "--out", str(out),
+                                   "--timbre-checkpoint", str(tiny_checkpoints / "timbre.pt")])
+    assert res.exit_code == 0, res.output
+    assert torch.equal(load_encoder(out / "profile.pt").weight, head.weight)
     # a catalogue without ground truth is refused with the reason
     (tmp_path / "cat" / "ground_truth" / "singers.csv").unlink()
     res = CliRunner().invoke(app, ["train", str(cat), "--encoder", "profile", "--out", str(out)])
