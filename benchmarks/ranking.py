@@ -1,5 +1,7 @@
 """Held-out quality of the whole system: retrieval metrics and nDCG@10 of the similar-singer ranking against
-the synthetic ground truth, for the shipped encoders and for the MFCC baseline behind the same index/ranker.
+the synthetic ground truth, for the shipped encoders (with the voice profile head) and for the MFCC baseline
+behind the same index/ranker (MFCC vectors as timbre and melody; no head reads them, so its profile part is the
+twelve expression descriptors).
 
 The catalogue is synthesized with a seed the shipped weights were not trained on (default: 1), so every
 singer is unseen. Ground-truth neighbours are the nearest singers by standardised singer-parameter distance
@@ -17,7 +19,6 @@ from data.audio import load_audio
 from data.catalogue import Catalogue
 from encoders.baselines import MFCCEmbedder
 from encoders.base import set_torch_threads
-from encoders.checkpoint import load_default_encoders
 from index.build import build_catalogue_index
 from recsys.evaluate import evaluate_index
 
@@ -35,11 +36,12 @@ def main() -> None:
                                     workers=2)
     cat = Catalogue.open(manifest)
 
-    build_catalogue_index(cat, work / "index_learned", encoders=load_default_encoders())
+    build_catalogue_index(cat, work / "index_learned")  # shipped encoders and voice profile head
     learned = evaluate_index(work / "index_learned")
 
     mfcc = MFCCEmbedder()
     mfcc.fit(mfcc.raw_waveforms([load_audio(p) for p in cat.songs["path"]]))  # unsupervised standardisation
+    # no profile head reads MFCC vectors: this ranker's profile part is the expression descriptors
     build_catalogue_index(cat, work / "index_mfcc", encoders={"timbre": mfcc, "melody": mfcc})
     baseline = evaluate_index(work / "index_mfcc")
 

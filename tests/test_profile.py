@@ -94,7 +94,8 @@ def test_fit_recovers_parameters_and_the_checkpoint_round_trips(tmp_path):
     # new singers from the same process: estimates in the parameters' units
     v2, t2, s2, truth2 = _generated_singers(seed=1)
     est = head.in_units(head.predict(v2, t2, groups=s2))  # (S, 3), singers in first-seen order
-    r2 = 1 - ((est - truth2[["p_a", "p_b", "p_c"]].to_numpy()) ** 2).mean(0) / truth2[["p_a", "p_b", "p_c"]].var(0)
+    y = truth2[["p_a", "p_b", "p_c"]].to_numpy()
+    r2 = 1 - ((est - y) ** 2).mean(0) / y.var(0)
     assert (r2 > 0.9).all(), r2
     path = save_checkpoint(tmp_path / "profile.pt", kind="profile", model=head, config=asdict(head.cfg),
                            features=DEFAULT_FEATURES, metrics=metrics)
