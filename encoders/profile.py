@@ -50,7 +50,7 @@ from encoders.expression import EXPRESSION_FEATURES, ExpressionConfig, analyse, 
 
 log = logging.getLogger(__name__)
 
-VOICE_FEATURES_VERSION = 1  # bump when voice_features changes (indexes and profile checkpoints record it)
+VOICE_FEATURES_VERSION = 2  # bump when voice_features changes (indexes and profile checkpoints record it)
 
 # display units of the synthesizer's singer parameters (data/synth.py), in its order
 PROFILE_UNITS = {
@@ -168,7 +168,7 @@ def _contour_features(cents: np.ndarray, voiced: np.ndarray, fps: float, cfg: Vo
             a = np.correlate(x, x, "full")[len(x) - 1:len(x) - 1 + lags.size]
             acf += a / max(a[0], 1e-9) * len(x)
         if len(c) >= 100:
-            spread = resid[7 * win:].std() + 1e-6
+            spread = max(resid[7 * win:].std(), 1.0)  # floor of 1 cent: a flat note must not divide by ~0
             envelope.append([resid[i:i + win].std() / spread for i in range(0, 7 * win, win)] + [resid[7 * win:].std()])
     rate = centroid = concentration = ac_rate = ac_peak = 0.0
     if pooled.sum() > 0:
@@ -176,7 +176,7 @@ def _contour_features(cents: np.ndarray, voiced: np.ndarray, fps: float, cfg: Vo
         offset = 0.0
         if 0 < k < len(pooled) - 1:  # parabola through the log spectrum around the peak
             a, b, c = np.log(pooled[k - 1:k + 2] + 1e-12)
-            offset = 0.5 * (a - c) / (a - 2 * b + c) if abs(a - 2 * b + c) > 1e-9 else 0.0
+            offset = float(np.clip(0.5 * (a - c) / (a - 2 * b + c), -0.5, 0.5)) if abs(a - 2 * b + c) > 1e-9 else 0.0
         rate = fb[k] + offset * (fb[1] - fb[0])
         centroid = float((pooled * fb).sum() / pooled.sum())
         concentration = float(pooled[max(0, k - 10):k + 11].sum() / pooled.sum())
@@ -185,7 +185,7 @@ def _contour_features(cents: np.ndarray, voiced: np.ndarray, fps: float, cfg: Vo
         j = int(np.argmax(np.where(in_range, acf, -np.inf)))
         a, b, c = acf[j - 1:j + 2]
         den = a - 2 * b + c
-        ac_rate = fps / (j + (0.5 * (a - c) / den if abs(den) > 1e-9 else 0.0))
+        ac_rate = fps / (j + (float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) if abs(den) > 1e-9 else 0.0))
         ac_peak = b / acf[0]
     out = [rate, centroid, concentration, ac_rate, ac_peak] + _median_rows(envelope, 8)
     scoops = []  # notes after a breath: how far below the settled pitch they start
@@ -288,6 +288,8 @@ class ProfileConfig:
     timbre_dim: int = 0                 # timbre vector size (the head reads both)
     alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 4, 13))  # ridge penalties tried
     cv_folds: int = 5                   # folds over singers for the reported held-out metrics
+    clip: float = 6.0                   # standardised inputs are clipped to +-clip: a song with an odd statistic
+                                        # cannot push a linear head far outside the training range
     voice_features: dict = field(default_factory=lambda: asdict(VoiceFeatureConfig()))
     voice_features_version: int = VOICE_FEATURES_VERSION
     timbre_sha256: str = ""             # the timbre encoder whose vectors the head was fitted on
@@ -347,7 +349,8 @@ class VoiceProfile(nn.Module):
         self.register_buffer("y_std", torch.ones(p, dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (G, 2 (D + d)) -> (G, P) standardised parameters
-        return ((x - self.x_mean) / self.x_scale) @ self.weight.T + self.bias
+        z = ((x - self.x_mean) / self.x_scale).clamp(-self.cfg.clip, self.cfg.clip)
+        return z @ self.weight.T + self.bias
 
     def predict(self, voice: np.ndarray, timbre: np.ndarray, groups: Sequence | None = None) -> np.ndarray:
         """(G, P) standardised parameter estimates per group (per song when ``groups`` is None)."""
@@ -398,7 +401,7 @@ def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth:
                   timbre_dim=np.asarray(timbre).shape[1])
     x_mean, x_scale = x.mean(0), np.maximum(x.std(0), 1e-9)
     y_mean, y_std = y.mean(0), np.maximum(y.std(0), 1e-12)
-    xs, ys = (x - x_mean) / x_scale, (y - y_mean) / y_std
+    xs, ys = np.clip((x - x_mean) / x_scale, -cfg.clip, cfg.clip), (y - y_mean) / y_std
 
     held_out = np.zeros_like(ys)
     for train, test in KFold(cfg.cv_folds, shuffle=True, random_state=seed).split(xs):

@@ -1,8 +1,6 @@
 """embed_songs: one load per song feeds every encoder; batching; errors raised or skipped and reported."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import torch

@@ -160,3 +160,22 @@ def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tm
     (tmp_path / "cat" / "ground_truth" / "singers.csv").unlink()
     res = CliRunner().invoke(app, ["train", str(cat), "--encoder", "profile", "--out", str(out)])
     assert res.exit_code != 0 and "ground_truth/singers.csv" in res.output
+
+
+def test_flat_notes_and_odd_songs_stay_bounded():
+    """Regression: a note without any pitch movement once divided by ~0 (vibrato build-up 5e5), and one such
+    song made its singer's profile 26,000 standard deviations wide, flattening every profile score to ~1."""
+    from encoders.profile import _contour_features
+
+    cents = np.full(300, 1200.0)  # one 3-s note whose f0 track does not move at all after its onset
+    cents[:40] += 20 * np.sin(2 * np.pi * 6 * np.arange(40) / 100)  # a wobble at the onset only
+    f = _contour_features(cents, np.ones(300, bool), 100.0, VoiceFeatureConfig())
+    build = f[5:12]  # vibrato build-up: spread in the first 0.7 s relative to the rest
+    assert np.isfinite(f).all() and build.max() < 50, build
+    voice, timbre, singers, truth = _generated_singers()
+    head, _ = fit_profile(voice, timbre, singers, truth)
+    odd, odder = voice[:1].copy(), voice[:1].copy()
+    odd[0, 0], odder[0, 0] = 1e6, 1e9  # far outside anything seen in training: both clipped to the same input
+    assert (1e6 - head.x_mean[0].item()) / head.x_scale[0].item() > head.cfg.clip
+    np.testing.assert_allclose(head.predict(odd, timbre[:1]), head.predict(odder, timbre[:1]))
+    assert np.abs(head.predict(odd, timbre[:1])).max() < 10
