@@ -98,7 +98,8 @@ def _spectral_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray
     width = 2 * b + 3 * h_n - 1 + 8 + b
     if len(idx) < 10:
         return np.zeros(width, np.float32)
-    db = (10.0 / np.log(10.0)) * logpow[:, idx].T  # (V, F) dB
+    lp = logpow[:, idx]  # (F, V) voiced frames only (index once: the rest reads this copy)
+    db = (10.0 / np.log(10.0)) * lp.T  # (V, F) dB
     n_bins = db.shape[1]
     bin_hz = sample_rate / (2 * (n_bins - 1))
     freqs = np.arange(n_bins) * bin_hz
@@ -108,7 +109,7 @@ def _spectral_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray
     average = np.zeros((int(inside.sum()), b), np.float32)  # (F_in, B): mean over each band's bins
     average[np.arange(average.shape[0]), band[inside]] = 1.0
     average /= np.maximum(average.sum(0), 1.0)
-    bands = 10 * np.log10(np.exp(logpow[inside][:, idx].T) @ average + 1e-12)  # (V, B) dB
+    bands = 10 * np.log10(np.exp(lp[inside].T) @ average + 1e-12)  # (V, B) dB
     bands -= bands.mean(1, keepdims=True)  # level removed per frame
 
     f0 = f0_hz[idx][:, None]  # (V, 1)
