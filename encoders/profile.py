@@ -50,7 +50,7 @@ from encoders.expression import EXPRESSION_FEATURES, ExpressionConfig, analyse, 
 
 log = logging.getLogger(__name__)
 
-VOICE_FEATURES_VERSION = 2  # bump when voice_features changes (indexes and profile checkpoints record it)
+VOICE_FEATURES_VERSION = 3  # bump when voice_features changes (indexes and profile checkpoints record it)
 
 # display units of the synthesizer's singer parameters (data/synth.py), in its order
 PROFILE_UNITS = {
@@ -78,8 +78,8 @@ class VoiceFeatureConfig:
     band_lo_hz: float = 100.0      # sixth-octave band grid: 100 Hz ...
     n_bands: int = 36              # ... 6 octaves (to 6.4 kHz)
     n_harmonics: int = 16          # harmonics read per voiced frame
-    max_seconds: float = 30.0      # longer songs: only their middle 30 s are analysed (a voice does not change
-                                   # within a song; keeps a 3-min song's cost to ~3x a 10-s song's)
+    max_seconds: float = 20.0      # longer songs: only their middle 20 s are analysed (a voice does not change
+                                   # within a song; keeps a 3-min song's cost to ~2x a 10-s song's)
     max_frames: int = 3000         # voiced frames used for spectral statistics (evenly spaced pairs)
     residual_frames: int = 25      # running median that separates vibrato from the note's pitch (250 ms)
     vibrato_skip_frames: int = 30  # vibrato statistics start this far into a note (after its onset)
