@@ -10,25 +10,28 @@ head from song statistics. Singers close in profile are singers whose voices are
 
 Two parts:
 
-1. :func:`voice_features` -- about 190 per-song statistics from one STFT and the f0 track of
+1. :func:`voice_features` -- 186 per-song statistics from one STFT and the f0 track of
    ``encoders/expression.py`` (no learning): the twelve expression descriptors; f0 percentiles; the
    long-term spectrum of voiced frames in sixth-octave bands (median and spread, level removed); the
    level of harmonics 2-16 relative to the first, harmonics above the troughs between them, frame-to-frame
    harmonic level changes; the harmonic envelope on the same band grid; vibrato (pooled spectrum and
    autocorrelation of the pitch residual, its build-up over the first 0.7 s of a note), scoops on detached
-   notes, legato transitions (interval / peak slope, durations) and pitch micro-variation.
+   notes, legato transitions (interval / peak slope, durations) and pitch micro-variation. Songs longer
+   than ``max_seconds`` (20 s) are read from their middle.
 2. :class:`VoiceProfile` -- a ridge regression from a singer's statistics (median and mean over its songs
    of the voice features and the timbre vectors) to the standardised parameters, fitted by
    :func:`fit_profile` on a synthetic catalogue's ground truth (``singrec train --encoder profile``). A
-   single song or clip is profiled from its own statistics.
+   single song or clip is profiled from its own statistics. Standardised inputs are clipped to +-6, so one
+   odd song cannot throw a singer far outside the training range.
 
 The head is learnt from the synthesizer's parameters, so on real recordings its outputs are estimates in the
 synthesizer's terms (e.g. "breath" is the level of aspiration noise the model would need); the features
 themselves are ordinary signal statistics. Measured held-out figures are in BENCHMARKS.md.
 
-Hand-written statistics rather than a learnt network: the head trains in seconds on the CPU, the
-statistics cost about 2x the expression descriptors, and a linear map on them outscored a 256-unit MLP on
-the same singers (BENCHMARKS.md, "Voice profile").
+Hand-written statistics and a linear head rather than a learnt network: the head fits in seconds on the
+CPU, the statistics share the expression descriptors' STFT and f0 track (indexing with them runs at ~350x
+real time), and on the same singers a 256-unit MLP head scored below the ridge (BENCHMARKS.md, "Voice
+profile in the ranking").
 """
 from __future__ import annotations
 

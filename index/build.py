@@ -137,6 +137,11 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     missing = [k for k in KINDS if k not in encoders]
     if missing:
         raise SingrecError(f"encoders for {missing} are required to build an index")
+    head = encoders.get("profile")
+    fitted_on = getattr(head, "cfg", None) and head.cfg.timbre_sha256
+    if fitted_on and fitted_on != getattr(encoders["timbre"], "checkpoint_sha256", None):
+        raise SingrecError("the voice profile head was fitted on another timbre encoder's vectors "
+                           f"({fitted_on[:12]}...); refit it with `singrec train --encoder profile`")
     out_dir = Path(out_dir)
     build_dir = out_dir / "build"
 

@@ -114,7 +114,8 @@ def test_fit_refuses_unknown_singers_and_too_few(tmp_path):
         fit_profile(voice[:40], timbre[:40], singers[:40], truth)
 
 
-def test_a_head_fitted_on_another_timbre_encoder_is_not_used(tiny_checkpoints, tiny_encoders, tmp_path):
+def test_a_head_fitted_on_another_timbre_encoder_is_not_used(tiny_checkpoints, tiny_encoders, tiny_catalogue,
+                                                             tmp_path):
     import shutil
 
     assert load_profile_head(tiny_checkpoints, tiny_encoders["timbre"]) is not None
@@ -127,6 +128,12 @@ def test_a_head_fitted_on_another_timbre_encoder_is_not_used(tiny_checkpoints, t
     save_checkpoint(other / "profile.pt", kind="profile", model=moved, config=asdict(cfg),
                     features=tiny_encoders["timbre"].features)
     assert load_profile_head(other, tiny_encoders["timbre"]) is None
+    # given explicitly, such a head is refused by the index build
+    from index.build import build_catalogue_index
+
+    with pytest.raises(SingrecError, match="fitted on another timbre encoder"):
+        build_catalogue_index(tiny_catalogue, tmp_path / "idx", progress=False,
+                              encoders={**tiny_encoders, "profile": load_encoder(other / "profile.pt")})
 
 
 def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tmp_path, monkeypatch):
