@@ -75,6 +75,50 @@ def _salience_config(cfg: ExpressionConfig):
                    bins_per_semitone=cfg.bins_per_semitone)
 
 
+def parabolic_offset(a, b, c):
+    """Offset (in bins, within +-0.5) of the vertex of the parabola through three neighbouring values
+    ``a, b, c`` around a peak ``b``; 0 where they are flat. Arrays or scalars."""
+    den = a - 2 * b + c
+    flat = np.abs(den) <= 1e-9
+    return np.clip(np.where(flat, 0.0, 0.5 * (a - c) / np.where(flat, 1.0, den)), -0.5, 0.5)
+
+
+def harmonic_levels(db: np.ndarray, f0_hz: np.ndarray, *, n_harmonics: int,
+                    bin_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levels of harmonics 1..H per frame, read from a spectrum in dB.
+
+    Parameters
+    ----------
+    db : (V, F) frames of a spectrum in dB; f0_hz : (V,) their f0
+
+    Returns
+    -------
+    peak : (V, H) the highest bin within one bin of each harmonic; trough : (V, H) the bin half-way to the next
+    harmonic; ok : (V, H) both bins inside the spectrum
+    """
+    n_bins = db.shape[1]
+    f0 = f0_hz[:, None]  # (V, 1)
+    h = np.arange(1, n_harmonics + 1)[None, :]  # (1, H)
+    centre = np.rint(h * f0 / bin_hz).astype(int)  # (V, H) bin of each harmonic
+    mid = np.rint((h + 0.5) * f0 / bin_hz).astype(int)  # (V, H) bin half-way to the next harmonic
+    ok = (mid < n_bins - 1) & (centre >= 1)  # (V, H)
+    rows = np.arange(len(db))[:, None]
+    peak = np.max([db[rows, np.clip(centre + o, 0, n_bins - 1)] for o in (-1, 0, 1)], axis=0)  # (V, H)
+    trough = db[rows, np.clip(mid, 0, n_bins - 1)]  # (V, H)
+    return peak, trough, ok
+
+
+def note_spans(cents: np.ndarray, voiced: np.ndarray, *, fps: float,
+               cfg: ExpressionConfig) -> list[tuple[int, int, np.ndarray]]:
+    """Notes of an f0 track (module docstring, steps 2-3): ``(start, end, residual)`` per voiced run of at least
+    ``min_note_s``, split at pitch jumps; the residual is the pitch around its running median (cents)."""
+    jump = np.abs(np.diff(cents, prepend=cents[:1])) > cfg.jump_cents
+    edges = np.diff(np.r_[0, (voiced & ~jump).astype(np.int8), 0])
+    size = int(cfg.median_s * fps) | 1
+    return [(s, e, cents[s:e] - median_filter(cents[s:e], size=size, mode="nearest"))
+            for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)) if e - s >= cfg.min_note_s * fps]
+
+
 def _track(logpow: torch.Tensor, sample_rate: int, cfg: ExpressionConfig) -> tuple[np.ndarray, np.ndarray]:
     """(cents above the salience grid's lowest f0, voiced flag) per frame of a log-power STFT (F, T): the
     melody encoder's salience (:func:`encoders.melody.salience_from_log_power`), peak refined by a parabola."""
@@ -86,10 +130,7 @@ def _track(logpow: torch.Tensor, sample_rate: int, cfg: ExpressionConfig) -> tup
     cols = np.arange(n_t)
     k = sal.argmax(0)  # (T,)
     a, b, c = sal[np.clip(k - 1, 0, n_p - 1), cols], sal[k, cols], sal[np.clip(k + 1, 0, n_p - 1), cols]
-    den = a - 2 * b + c
-    safe = np.where(np.abs(den) > 1e-9, den, 1.0)
-    offset = np.where(np.abs(den) > 1e-9, 0.5 * (a - c) / safe, 0.0)  # parabolic peak, in bins
-    cents = (k + np.clip(offset, -0.5, 0.5)) * 100.0 / cfg.bins_per_semitone
+    cents = (k + parabolic_offset(a, b, c)) * 100.0 / cfg.bins_per_semitone
     voiced = b > max(cfg.voicing * float(np.quantile(b, 0.95)), cfg.min_salience)
     return cents, voiced
 
@@ -101,16 +142,8 @@ def _voice_quality(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, sa
     if len(idx) < 10:
         return np.zeros(5, np.float32)
     db = np.float32(10.0 / np.log(10.0)) * logpow[:, idx].T  # (V, F) dB, float32
-    n_bins = db.shape[1]
-    bin_hz = sample_rate / cfg.n_fft
-    f0 = f0_hz[idx][:, None]  # (V, 1)
+    peak, trough, ok = harmonic_levels(db, f0_hz[idx], n_harmonics=cfg.n_harmonics, bin_hz=sample_rate / cfg.n_fft)
     h = np.arange(1, cfg.n_harmonics + 1)[None, :]  # (1, H)
-    centre = np.rint(h * f0 / bin_hz).astype(int)  # (V, H) bin of each harmonic
-    mid = np.rint((h + 0.5) * f0 / bin_hz).astype(int)  # (V, H) bin half-way to the next harmonic
-    ok = (mid < n_bins - 1) & (centre >= 1)  # (V, H)
-    rows = np.arange(len(idx))[:, None]
-    peak = np.max([db[rows, np.clip(centre + o, 0, n_bins - 1)] for o in (-1, 0, 1)], axis=0)  # (V, H)
-    trough = db[rows, np.clip(mid, 0, n_bins - 1)]  # (V, H)
     w = ok.astype(np.float64)
     n = np.maximum(w.sum(1), 1)
     h1h2 = np.where(ok[:, 1], peak[:, 0] - peak[:, 1], np.nan)
@@ -165,20 +198,19 @@ def expression_features(wave: np.ndarray, *, sample_rate: int = 16000,
 
 
 def expression_from_analysis(logpow: torch.Tensor, cents: np.ndarray, voiced: np.ndarray, f0_hz: np.ndarray, *,
-                             sample_rate: int = 16000, cfg: ExpressionConfig = ExpressionConfig()) -> np.ndarray:
-    """:func:`expression_features` from the output of :func:`analyse` (shared with encoders/profile.py)."""
+                             sample_rate: int = 16000, cfg: ExpressionConfig = ExpressionConfig(),
+                             notes: list | None = None) -> np.ndarray:
+    """:func:`expression_features` from the output of :func:`analyse` (shared with encoders/profile.py);
+    ``notes``: :func:`note_spans` of the track, if the caller has them already."""
     fps = sample_rate / cfg.hop_length
     quality = _voice_quality(logpow.numpy(), f0_hz, voiced, sample_rate, cfg)
-    jump = np.abs(np.diff(cents, prepend=cents[:1])) > cfg.jump_cents
-    edges = np.diff(np.r_[0, (voiced & ~jump).astype(np.int8), 0])
-    notes = [(s, e) for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
-             if e - s >= cfg.min_note_s * fps]
+    if notes is None:
+        notes = note_spans(cents, voiced, fps=fps, cfg=cfg)
     rate, depth, onset, scoop, jitter = [], [], [], [], []
     early = int(round(cfg.onset_s * fps))
     n_fft = 1024  # zero-padded FFT of a note's residual: 0.1 Hz bins at 100 frames/s
-    for s, e in notes:
+    for s, e, resid in notes:  # resid: vibrato + jitter
         c = cents[s:e]
-        resid = c - median_filter(c, size=int(cfg.median_s * fps) | 1, mode="nearest")  # vibrato + jitter
         jitter.append(np.median(np.abs(np.diff(resid, 2))) if len(c) > 2 else 0.0)
         if len(c) >= cfg.vibrato_note_s * fps:
             power = np.abs(np.fft.rfft(resid * np.hanning(len(resid)), n=max(n_fft, len(resid)))) ** 2

@@ -49,7 +49,8 @@ from torch import nn
 
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig
-from encoders.expression import EXPRESSION_FEATURES, ExpressionConfig, analyse, expression_from_analysis
+from encoders.expression import (EXPRESSION_FEATURES, ExpressionConfig, analyse, expression_from_analysis,
+                                 harmonic_levels, note_spans, parabolic_offset)
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ class VoiceFeatureConfig:
     n_harmonics: int = 16          # harmonics read per voiced frame
     max_seconds: float = 20.0      # longer songs: only their middle 20 s are analysed (a voice does not change
                                    # within a song; keeps a 3-min song's cost to ~2x a 10-s song's)
-    max_frames: int = 3000         # voiced frames used for spectral statistics (evenly spaced pairs)
-    residual_frames: int = 25      # running median that separates vibrato from the note's pitch (250 ms)
     vibrato_skip_frames: int = 30  # vibrato statistics start this far into a note (after its onset)
     envelope_window: int = 10      # vibrato build-up: residual spread in 100 ms windows over the first 0.7 s
     glide_min_cents: float = 80.0  # legato transitions at least this large
@@ -94,10 +93,7 @@ def _spectral_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray
                        cfg: VoiceFeatureConfig) -> np.ndarray:
     """Band spectrum and harmonic statistics of voiced frames, (2 B + 3 H - 1 + 8 + B,) with B bands, H harmonics."""
     b, h_n = cfg.n_bands, cfg.n_harmonics
-    idx = np.flatnonzero(voiced)
-    if len(idx) > cfg.max_frames:  # evenly spaced pairs of adjacent frames (the level steps need pairs)
-        starts = idx[np.linspace(0, len(idx) - 2, cfg.max_frames // 2).round().astype(int)]
-        idx = np.union1d(starts, (starts + 1)[voiced[np.minimum(starts + 1, len(voiced) - 1)]])
+    idx = np.flatnonzero(voiced)  # at most max_seconds of frames: every voiced frame is read
     width = 2 * b + 3 * h_n - 1 + 8 + b
     if len(idx) < 10:
         return np.zeros(width, np.float32)
@@ -116,13 +112,8 @@ def _spectral_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray
     bands -= bands.mean(1, keepdims=True)  # level removed per frame
 
     f0 = f0_hz[idx][:, None]  # (V, 1)
-    h = np.arange(1, h_n + 1)[None, :]  # (1, H)
-    centre = np.rint(h * f0 / bin_hz).astype(int)  # (V, H)
-    mid = np.rint((h + 0.5) * f0 / bin_hz).astype(int)
-    ok = (mid < n_bins - 1) & (centre >= 1)
+    peak, trough, ok = harmonic_levels(db, f0_hz[idx], n_harmonics=h_n, bin_hz=bin_hz)  # (V, H) each
     rows = np.arange(len(idx))[:, None]
-    peak = np.max([db[rows, np.clip(centre + o, 0, n_bins - 1)] for o in (-1, 0, 1)], axis=0)  # (V, H)
-    trough = db[rows, np.clip(mid, 0, n_bins - 1)]
     peak_ok = np.where(ok, peak, np.nan)
     adjacent = np.diff(idx) == 1
     # harmonic envelope on the band grid: levels interpolated between neighbouring harmonics, level removed
@@ -144,10 +135,12 @@ def _spectral_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray
     return np.nan_to_num(np.concatenate(out)).astype(np.float32)
 
 
-def _contour_features(cents: np.ndarray, voiced: np.ndarray, fps: float, cfg: VoiceFeatureConfig) -> np.ndarray:
-    """Vibrato, scoop, glide and micro-variation statistics of an f0 track (cents, 100 frames/s), (24,)."""
-    jump = np.abs(np.diff(cents, prepend=cents[:1])) > cfg.track.jump_cents
-    notes = [(s, e) for s, e in _runs(voiced & ~jump) if e - s >= 8]
+def _contour_features(cents: np.ndarray, voiced: np.ndarray, fps: float, cfg: VoiceFeatureConfig,
+                      notes: list | None = None) -> np.ndarray:
+    """Vibrato, scoop, glide and micro-variation statistics of an f0 track (cents, 100 frames/s), (24,);
+    ``notes``: its :func:`encoders.expression.note_spans`, if the caller has them already."""
+    if notes is None:
+        notes = note_spans(cents, voiced, fps=fps, cfg=cfg.track)
     skip, win = cfg.vibrato_skip_frames, cfg.envelope_window
     n_fft = 2048
     f = np.fft.rfftfreq(n_fft, 1 / fps)
@@ -157,9 +150,8 @@ def _contour_features(cents: np.ndarray, voiced: np.ndarray, fps: float, cfg: Vo
     lags = np.arange(40)
     acf = np.zeros(lags.size)
     envelope, micro = [], []
-    for s, e in notes:
+    for s, e, resid in notes:  # resid: vibrato + micro-variation
         c = cents[s:e]
-        resid = c - median_filter(c, size=cfg.residual_frames, mode="nearest")  # vibrato + micro-variation
         d2 = np.diff(resid, 2)
         if len(d2) > 5:
             micro.append([np.std(d2), np.median(np.abs(np.diff(resid)))])
@@ -179,21 +171,18 @@ def _contour_features(cents: np.ndarray, voiced: np.ndarray, fps: float, cfg: Vo
         k = int(pooled.argmax())
         offset = 0.0
         if 0 < k < len(pooled) - 1:  # parabola through the log spectrum around the peak
-            a, b, c = np.log(pooled[k - 1:k + 2] + 1e-12)
-            offset = float(np.clip(0.5 * (a - c) / (a - 2 * b + c), -0.5, 0.5)) if abs(a - 2 * b + c) > 1e-9 else 0.0
+            offset = float(parabolic_offset(*np.log(pooled[k - 1:k + 2] + 1e-12)))
         rate = fb[k] + offset * (fb[1] - fb[0])
         centroid = float((pooled * fb).sum() / pooled.sum())
         concentration = float(pooled[max(0, k - 10):k + 11].sum() / pooled.sum())
     if acf[0] > 0:
         in_range = (lags >= fps / cfg.track.vibrato_band_hz[1]) & (lags <= fps / cfg.track.vibrato_band_hz[0])
         j = int(np.argmax(np.where(in_range, acf, -np.inf)))
-        a, b, c = acf[j - 1:j + 2]
-        den = a - 2 * b + c
-        ac_rate = fps / (j + (float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) if abs(den) > 1e-9 else 0.0))
-        ac_peak = b / acf[0]
+        ac_rate = fps / (j + float(parabolic_offset(*acf[j - 1:j + 2])))
+        ac_peak = acf[j] / acf[0]
     out = [rate, centroid, concentration, ac_rate, ac_peak] + _median_rows(envelope, 8)
     scoops = []  # notes after a breath: how far below the settled pitch they start
-    for s, e in notes:
+    for s, e, _ in notes:
         if s >= 3 and not voiced[s - 3:s].any() and e - s >= 20:
             c = cents[s:e]
             settled = np.median(c[10:])
@@ -254,14 +243,16 @@ def voice_features(wave: np.ndarray, *, sample_rate: int = 16000,
         start = (wave.size - keep) // 2
         wave = wave[start:start + keep]
     logpow, cents, voiced, f0_hz = analyse(wave, sample_rate=sample_rate, cfg=cfg.track)  # (F, T), (T,) x3
-    expression = expression_from_analysis(logpow, cents, voiced, f0_hz, sample_rate=sample_rate, cfg=cfg.track)
+    fps = sample_rate / cfg.track.hop_length
+    notes = note_spans(cents, voiced, fps=fps, cfg=cfg.track)  # read by both the expression and the contour part
+    expression = expression_from_analysis(logpow, cents, voiced, f0_hz, sample_rate=sample_rate, cfg=cfg.track,
+                                          notes=notes)
     lp = logpow.numpy()
     c = cents[voiced]
     pct = np.percentile(c, [10, 50, 90]) if len(c) else np.zeros(3)
-    fps = sample_rate / cfg.track.hop_length
     return np.concatenate([expression, np.asarray(pct, np.float32),
                            _spectral_features(lp, f0_hz, voiced, sample_rate, cfg),
-                           _contour_features(cents, voiced, fps, cfg)]).astype(np.float32)
+                           _contour_features(cents, voiced, fps, cfg, notes)]).astype(np.float32)
 
 
 class VoiceFeatureEmbedder:
