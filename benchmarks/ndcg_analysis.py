@@ -33,7 +33,8 @@ from sklearn.linear_model import RidgeCV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from recsys.evaluate import ground_truth_neighbours, load_ground_truth, ranking_ndcg  # noqa: E402
+from encoders.base import distance_ranking_ndcg  # noqa: E402
+from recsys.evaluate import ground_truth_neighbours, load_ground_truth  # noqa: E402
 from _report import write_section  # noqa: E402
 
 K = 10
@@ -68,10 +69,7 @@ def singer_table(index_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 def ndcg_by_distance(x: np.ndarray, names: list, truth: dict) -> float:
     """nDCG@K of ranking every singer's neighbours by Euclidean distance between rows of ``x``."""
-    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
-    np.fill_diagonal(d, np.inf)
-    row = {s: i for i, s in enumerate(names)}
-    return ranking_ndcg(lambda s: [names[j] for j in np.argsort(d[row[s]], kind="stable")[:K]], truth, K)
+    return distance_ranking_ndcg(names, x, truth, K)
 
 
 def main() -> None:

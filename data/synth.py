@@ -981,6 +981,12 @@ def _write_json(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def singer_truth_path(catalogue: str | Path) -> Path:
+    """``ground_truth/singers.csv`` of a synthesized catalogue, given its folder or its manifest file."""
+    catalogue = Path(catalogue)
+    return (catalogue.parent if catalogue.suffix else catalogue) / "ground_truth" / "singers.csv"
+
+
 def synthesize_catalogue(out: str | Path, *, singers: int = DEFAULT_SINGERS, songs: int = DEFAULT_SONGS,
                          seconds: float = DEFAULT_SECONDS, seed: int = 0, sample_rate: int = 16000,
                          workers: int = 1) -> Path:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -118,3 +118,18 @@ def ground_truth_neighbours(singers: pd.DataFrame, k: int = 10) -> dict:
         nearest = np.argsort(dist[i], kind="stable")[:k]
         out[name] = {names[j]: float(k - r) for r, j in enumerate(nearest)}
     return out
+
+
+def ranking_ndcg(rank_fn: Callable[[str], Sequence[str]], truth: dict, k: int = 10) -> float:
+    """Mean nDCG@k over every singer in ``truth`` of ``rank_fn(singer) -> ranked singer names``."""
+    return float(np.mean([ndcg_at_k(rank_fn(s), rel, k) for s, rel in truth.items()]))
+
+
+def distance_ranking_ndcg(names: Sequence[str], x: np.ndarray, truth: dict, k: int = 10) -> float:
+    """nDCG@k of ranking each singer's neighbours by Euclidean distance between rows of ``x`` (S, D), one row per
+    name (e.g. estimated voice parameters)."""
+    names = list(names)
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)  # (S, S)
+    np.fill_diagonal(d, np.inf)
+    row = {s: i for i, s in enumerate(names)}
+    return ranking_ndcg(lambda s: [names[j] for j in np.argsort(d[row[s]], kind="stable")[:k]], truth, k)

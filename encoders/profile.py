@@ -379,7 +379,7 @@ def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth:
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
 
-    from encoders.base import ground_truth_neighbours, ndcg_at_k
+    from encoders.base import distance_ranking_ndcg, ground_truth_neighbours
 
     cols = [c for c in truth.columns if c.startswith("p_")]
     if not cols:
@@ -403,10 +403,7 @@ def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth:
         held_out[test] = RidgeCV(alphas=cfg.alphas).fit(xs[train], ys[train]).predict(xs[test])
     r2 = 1 - ((held_out - ys) ** 2).mean(0) / ys.var(0)
     truth_nn = ground_truth_neighbours(pd.DataFrame({"singer": names, **{c: y[:, j] for j, c in enumerate(cols)}}))
-    dist = np.linalg.norm(held_out[:, None] - held_out[None], axis=-1)  # (S, S)
-    np.fill_diagonal(dist, np.inf)
-    ndcg = float(np.mean([ndcg_at_k([names[j] for j in np.argsort(dist[i], kind="stable")[:10]],
-                                    truth_nn[names[i]]) for i in range(len(names))]))
+    ndcg = distance_ranking_ndcg(names, held_out, truth_nn)
 
     ridge = RidgeCV(alphas=cfg.alphas).fit(xs, ys)
     model = VoiceProfile(cfg)
@@ -446,22 +443,23 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     import time
 
     from data.catalogue import Catalogue
+    from data.synth import singer_truth_path
     from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, load_encoder, save_checkpoint
     from encoders.embed import embed_songs
 
     start = time.time()
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
-    folder = cat.source.parent if cat.source.suffix else cat.source
-    truth_path = folder / "ground_truth" / "singers.csv"
+    truth_path = singer_truth_path(cat.source)
     if not truth_path.is_file():
         raise SingrecError("a voice profile is fitted on a synthetic catalogue's ground truth; this catalogue has "
-                           "no ground_truth/singers.csv (make one with `singrec synth`)", folder)
+                           "no ground_truth/singers.csv (make one with `singrec synth`)", truth_path.parent.parent)
     timbre = timbre_encoder or load_encoder(DEFAULT_CHECKPOINTS["timbre"], kind="timbre")
     voice = VoiceFeatureEmbedder(features=timbre.features)
     out_path = Path(out_path)
     # the songs' statistics are cached beside the checkpoint: refitting on the same catalogue, timbre encoder
     # and statistics version does not embed the songs again
-    key = f"{cat.fingerprint()} {getattr(timbre, 'checkpoint_sha256', '')} v{VOICE_FEATURES_VERSION}"
+    fingerprint = cat.fingerprint()  # stats every file: once
+    key = f"{fingerprint} {getattr(timbre, 'checkpoint_sha256', '')} v{VOICE_FEATURES_VERSION}"
     cache = out_path.with_name(out_path.stem + ".songs.pt")
     cached = torch.load(cache, weights_only=True) if cache.is_file() else {}
     if cached.get("key") == key:
@@ -480,7 +478,7 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     model, metrics = fit_profile(vecs["voice"], vecs["timbre"], singers, pd.read_csv(truth_path), cfg=cfg, seed=seed)
     path = save_checkpoint(out_path, kind="profile", model=model, config=asdict(model.cfg), features=timbre.features,
                            metrics=metrics,
-                           data={**cat.summary(), "failed": n_failed, "fingerprint": cat.fingerprint()},
+                           data={**cat.summary(), "failed": n_failed, "fingerprint": fingerprint},
                            train={"command": command, "seconds": round(time.time() - start, 1), "seed": seed,
                                   "timbre_checkpoint": getattr(timbre, "checkpoint_path", None)})
     return Path(path)

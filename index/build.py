@@ -226,7 +226,6 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     singer_expr = np.zeros((len(singer_names), song_expr.shape[1]), np.float64)
     np.add.at(singer_expr, codes, song_expr)
     singer_expr = (singer_expr / np.bincount(codes, minlength=len(singer_names))[:, None]).astype(np.float32)
-    head = encoders.get("profile")
     if head is not None:  # voice profile: each song on its own, each singer from all its songs
         song_profile = head.predict(song_voice, song_vecs["timbre"])  # (N, P) standardised estimates
         singer_profile = head.predict(song_voice, song_vecs["timbre"], groups=codes)  # (S, P), first-seen order

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from encoders.base import ground_truth_neighbours, ndcg_at_k  # noqa: F401  (here for callers of this module)
+from encoders.base import ground_truth_neighbours, ndcg_at_k, ranking_ndcg  # noqa: F401  (also for callers of this module)
 
 
 def _cosine(emb: np.ndarray) -> np.ndarray:
@@ -68,11 +68,6 @@ def mean_average_precision(emb: np.ndarray, labels: Sequence, *, exclude: Sequen
     return float(ap[ok].mean()) if ok.any() else float("nan")
 
 
-def ranking_ndcg(rank_fn: Callable[[str], Sequence[str]], truth: dict, k: int = 10) -> float:
-    """Mean nDCG@k over every singer in ``truth`` of ``rank_fn(singer) -> ranked singer names``."""
-    return float(np.mean([ndcg_at_k(rank_fn(s), rel, k) for s, rel in truth.items()]))
-
-
 def vector_ranking_ndcg(singer_names: Sequence[str], singer_vectors: np.ndarray, truth: dict, k: int = 10) -> float:
     """nDCG@k of plain cosine ranking of singer vectors (a baseline ranker for any embedding)."""
     names = list(singer_names)
@@ -84,9 +79,9 @@ def vector_ranking_ndcg(singer_names: Sequence[str], singer_vectors: np.ndarray,
 
 def load_ground_truth(index_info: dict) -> pd.DataFrame | None:
     """The catalogue's ``ground_truth/singers.csv`` next to its manifest, if it has one."""
-    source = Path(index_info.get("catalogue", {}).get("source", ""))
-    folder = source.parent if source.suffix else source
-    path = folder / "ground_truth" / "singers.csv"
+    from data.synth import singer_truth_path
+
+    path = singer_truth_path(index_info.get("catalogue", {}).get("source", ""))
     return pd.read_csv(path) if path.is_file() else None
 
 

@@ -269,7 +269,7 @@ class Recommender:
         if isinstance(query, Mix):
             if not query.weights:
                 raise SingrecError("a mix needs at least one singer")
-            rows, weights, exclude = [], [], set()
+            rows, weights, exclude, profile = [], [], set(), None
             total = float(sum(query.weights.values()))
             if total <= 0 or any(w < 0 for w in query.weights.values()):
                 raise SingrecError("mix weights must be non-negative and not all zero")
@@ -279,11 +279,10 @@ class Recommender:
                 songs = self._songs_of_singer[self._singer_row[name]]
                 rows += songs.tolist()
                 weights += [w / total / len(songs)] * len(songs)
+                if self.singer_profile is not None:  # a singer's profile is read from all its songs at once
+                    share = w / total * np.asarray(self.singer_profile[self._singer_row[name]], np.float64)
+                    profile = share if profile is None else profile + share
             rows = np.array(rows)
-            profile = None
-            if self.singer_profile is not None:  # a singer's profile is read from all its songs at once
-                profile = sum(w / total * np.asarray(self.singer_profile[self._singer_row[self.resolve_singer(n)]],
-                                                     np.float64) for n, w in query.weights.items())
             return _QuerySet(self._song_rows(rows), np.array(weights), self._song_ids[rows].tolist(), exclude,
                              profile=profile)
         if isinstance(query, Song):
