@@ -13,6 +13,7 @@ shipped checkpoint stays small. ``load_encoder(path)`` is the one way to get an 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +24,8 @@ import torch
 
 from data.errors import SingrecError
 from data.features import FeatureConfig
+
+log = logging.getLogger(__name__)
 
 FORMAT = "singrec-encoder/1"
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"  # shipped default weights
@@ -165,8 +168,6 @@ def load_default_encoders(checkpoints: str | Path | None = None) -> dict:
 def load_profile_head(checkpoints: str | Path | None = None, timbre=None):
     """The voice profile head (``profile.pt``) of a checkpoint folder (default: the shipped one), or None when
     the folder has none or it was fitted on another timbre encoder than ``timbre`` (its inputs would not match)."""
-    import logging
-
     path = (Path(checkpoints) if checkpoints else CHECKPOINT_DIR) / "profile.pt"
     if not path.is_file():
         return None
@@ -174,7 +175,7 @@ def load_profile_head(checkpoints: str | Path | None = None, timbre=None):
     want = head.cfg.timbre_sha256
     have = getattr(timbre, "checkpoint_sha256", None)
     if timbre is not None and want and want != have:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%s was fitted on timbre encoder %s..., not %s...; indexing without a voice profile "
             "(refit it with `singrec train --encoder profile --timbre-checkpoint ...`)", path, want[:12],
             (have or "?")[:12])
