@@ -288,6 +288,10 @@ class ProfileConfig:
     voice_features: dict = field(default_factory=lambda: asdict(VoiceFeatureConfig()))
     voice_features_version: int = VOICE_FEATURES_VERSION
     timbre_sha256: str = ""             # the timbre encoder whose vectors the head was fitted on
+    kernel_landmarks: int = 1000        # training singers kept as RBF kernel centres (0 = linear head only)
+    kernel_gamma: float = 0.2           # RBF width: exp(-kernel_gamma / n_inputs * |z - z'|^2) on standardised inputs
+    kernel_alpha: float = 0.03          # ridge penalty of the kernel part
+    kernel_share: float = 0.5           # estimate = (1 - share) x linear + share x kernel part
 
     @property
     def in_dim(self) -> int:
@@ -296,6 +300,7 @@ class ProfileConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ProfileConfig":
         d = dict(d)
+        d.setdefault("kernel_landmarks", 0)  # heads saved before the kernel part existed are linear
         return cls(**{**d, "params": tuple(d.get("params", ())), "alphas": tuple(d.get("alphas", cls.alphas))})
 
 
@@ -321,9 +326,12 @@ def aggregate(voice: np.ndarray, timbre: np.ndarray, groups: Sequence | None = N
 
 
 class VoiceProfile(nn.Module):
-    """Linear head: aggregated song statistics -> standardised voice parameters (module docstring, part 2).
+    """Ridge head: aggregated song statistics -> standardised voice parameters (module docstring, part 2).
 
-    All of it is buffers (standardisation folded around one linear map), so a checkpoint is plain tensors.
+    Two parts read the same standardised inputs z, and the estimate is their ``kernel_share``-weighted mean:
+    a linear map, and a kernel ridge over RBF similarities to ``kernel_landmarks`` training singers (a
+    Nystroem approximation, whose normalisation is folded into ``k_weight``). All of it is buffers, so a
+    checkpoint is plain tensors.
     """
 
     name = "profile"
@@ -335,17 +343,29 @@ class VoiceProfile(nn.Module):
     def __init__(self, cfg: ProfileConfig):
         super().__init__()
         self.cfg = cfg
-        p, n = len(cfg.params), cfg.in_dim
+        p, n, m = len(cfg.params), cfg.in_dim, cfg.kernel_landmarks
         self.register_buffer("x_mean", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("x_scale", torch.ones(n, dtype=torch.float64))
         self.register_buffer("weight", torch.zeros(p, n, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(p, dtype=torch.float64))
+        self.register_buffer("landmarks", torch.zeros(m, n, dtype=torch.float32))  # standardised inputs of m singers
+        self.register_buffer("k_weight", torch.zeros(p, m, dtype=torch.float64))
+        self.register_buffer("k_bias", torch.zeros(p, dtype=torch.float64))
         self.register_buffer("y_mean", torch.zeros(p, dtype=torch.float64))  # parameter units of the training set
         self.register_buffer("y_std", torch.ones(p, dtype=torch.float64))
 
+    def similarities(self, z: torch.Tensor) -> torch.Tensor:
+        """RBF similarities (G, m) of standardised inputs z (G, n) to the landmarks."""
+        d2 = torch.cdist(z, self.landmarks.to(z.dtype)).square()  # (G, m)
+        return torch.exp(-(self.cfg.kernel_gamma / z.shape[1]) * d2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (G, 2 (D + d)) -> (G, P) standardised parameters
-        z = ((x - self.x_mean) / self.x_scale).clamp(-self.cfg.clip, self.cfg.clip)
-        return z @ self.weight.T + self.bias
+        z = ((x - self.x_mean) / self.x_scale).clamp(-self.cfg.clip, self.cfg.clip)  # (G, n)
+        linear = z @ self.weight.T + self.bias  # (G, P)
+        if self.cfg.kernel_landmarks == 0:
+            return linear
+        kernel = self.similarities(z) @ self.k_weight.T + self.k_bias  # (G, P)
+        return (1 - self.cfg.kernel_share) * linear + self.cfg.kernel_share * kernel
 
     def predict(self, voice: np.ndarray, timbre: np.ndarray, groups: Sequence | None = None) -> np.ndarray:
         """(G, P) standardised parameter estimates per group (per song when ``groups`` is None)."""
@@ -361,6 +381,37 @@ class VoiceProfile(nn.Module):
         return np.asarray(z) * self.y_std.numpy() + self.y_mean.numpy()
 
 
+def _fit_parts(xs: np.ndarray, ys: np.ndarray, cfg: ProfileConfig, seed: int) -> dict:
+    """Fit both parts of the head on standardised inputs ``xs`` (S, n) and targets ``ys`` (S, P).
+
+    The kernel part is sklearn's Nystroem feature map (RBF kernel to ``kernel_landmarks`` randomly chosen
+    training rows) followed by a ridge; its map is linear in the similarities, so ``k_weight`` = ridge
+    coefficients x the Nystroem normalisation, and a prediction needs only the similarities.
+    """
+    from sklearn.kernel_approximation import Nystroem
+    from sklearn.linear_model import Ridge, RidgeCV
+
+    ridge = RidgeCV(alphas=cfg.alphas, alpha_per_target=True).fit(xs, ys)
+    parts = {"weight": np.asarray(ridge.coef_, np.float64), "bias": np.atleast_1d(ridge.intercept_),
+             "alpha": np.atleast_1d(ridge.alpha_)}
+    m = min(cfg.kernel_landmarks, len(xs))
+    if m:
+        ny = Nystroem(gamma=cfg.kernel_gamma / xs.shape[1], n_components=m, random_state=seed).fit(xs)
+        kr = Ridge(alpha=cfg.kernel_alpha).fit(ny.transform(xs), ys)
+        parts.update(landmarks=ny.components_, k_weight=np.asarray(kr.coef_, np.float64) @ ny.normalization_,
+                     k_bias=np.atleast_1d(kr.intercept_))
+    return parts
+
+
+def _head_from_parts(cfg: ProfileConfig, parts: dict, x_mean, x_scale, y_mean, y_std) -> VoiceProfile:
+    model = VoiceProfile(replace(cfg, kernel_landmarks=len(parts.get("landmarks", ()))))
+    with torch.no_grad():
+        for name, value in (("x_mean", x_mean), ("x_scale", x_scale), ("y_mean", y_mean), ("y_std", y_std),
+                            *((k, v) for k, v in parts.items() if k != "alpha")):
+            getattr(model, name).copy_(torch.from_numpy(np.asarray(value)))
+    return model.eval()
+
+
 def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth: pd.DataFrame, *,
                 cfg: ProfileConfig = ProfileConfig(), seed: int = 0) -> tuple[VoiceProfile, dict]:
     """Fit the head on songs of singers with known parameters; also report ``cv_folds``-fold held-out metrics.
@@ -373,10 +424,10 @@ def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth:
 
     Returns
     -------
-    the fitted :class:`VoiceProfile`, and metrics: the chosen ridge ``alpha``, per-parameter ``cv_r2`` and
-    ``cv_ndcg@10`` of ranking singers by distance between held-out estimates (folds over singers)
+    the fitted :class:`VoiceProfile`, and metrics: the ridge ``alpha`` per parameter, per-parameter ``cv_r2``
+    and ``cv_ndcg@10`` of ranking singers by distance between held-out estimates (folds over singers), and
+    the same two for the linear part alone (``cv_r2_mean_linear``, ``cv_ndcg@10_linear``)
     """
-    from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
 
     from encoders.base import distance_ranking_ndcg, ground_truth_neighbours
@@ -397,25 +448,29 @@ def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth:
     x_mean, x_scale = x.mean(0), np.maximum(x.std(0), 1e-9)
     y_mean, y_std = y.mean(0), np.maximum(y.std(0), 1e-12)
     xs, ys = np.clip((x - x_mean) / x_scale, -cfg.clip, cfg.clip), (y - y_mean) / y_std
+    unit = (np.zeros(xs.shape[1]), np.ones(xs.shape[1]), np.zeros(ys.shape[1]), np.ones(ys.shape[1]))
 
-    held_out = np.zeros_like(ys)
+    held_out, held_out_linear = np.zeros_like(ys), np.zeros_like(ys)
     for train, test in KFold(cfg.cv_folds, shuffle=True, random_state=seed).split(xs):
-        held_out[test] = RidgeCV(alphas=cfg.alphas).fit(xs[train], ys[train]).predict(xs[test])
-    r2 = 1 - ((held_out - ys) ** 2).mean(0) / ys.var(0)
+        fold = _head_from_parts(cfg, _fit_parts(xs[train], ys[train], cfg, seed), *unit)
+        with torch.no_grad():
+            z = torch.from_numpy(xs[test])
+            held_out[test] = fold(z).numpy()
+            held_out_linear[test] = (z @ fold.weight.T + fold.bias).numpy()
     truth_nn = ground_truth_neighbours(pd.DataFrame({"singer": names, **{c: y[:, j] for j, c in enumerate(cols)}}))
-    ndcg = distance_ranking_ndcg(names, held_out, truth_nn)
 
-    ridge = RidgeCV(alphas=cfg.alphas).fit(xs, ys)
-    model = VoiceProfile(cfg)
-    model.x_mean.copy_(torch.from_numpy(x_mean))
-    model.x_scale.copy_(torch.from_numpy(x_scale))
-    model.weight.copy_(torch.from_numpy(np.asarray(ridge.coef_, np.float64)))
-    model.bias.copy_(torch.from_numpy(np.atleast_1d(np.asarray(ridge.intercept_, np.float64))))
-    model.y_mean.copy_(torch.from_numpy(y_mean))
-    model.y_std.copy_(torch.from_numpy(y_std))
-    metrics = {"alpha": float(ridge.alpha_), "singers": len(names), "songs": int(np.asarray(voice).shape[0]),
-               "cv_ndcg@10": ndcg, "cv_r2_mean": float(r2.mean()),
-               "cv_r2": {p: float(v) for p, v in zip(cfg.params, r2)}}
+    def r2_of(pred: np.ndarray) -> np.ndarray:
+        return 1 - ((pred - ys) ** 2).mean(0) / ys.var(0)
+
+    r2 = r2_of(held_out)
+    parts = _fit_parts(xs, ys, cfg, seed)
+    model = _head_from_parts(cfg, parts, x_mean, x_scale, y_mean, y_std)
+    metrics = {"alpha": {p: float(a) for p, a in zip(model.cfg.params, np.broadcast_to(parts["alpha"], len(cols)))},
+               "singers": len(names), "songs": int(np.asarray(voice).shape[0]),
+               "cv_ndcg@10": distance_ranking_ndcg(names, held_out, truth_nn), "cv_r2_mean": float(r2.mean()),
+               "cv_r2": {p: float(v) for p, v in zip(model.cfg.params, r2)},
+               "cv_ndcg@10_linear": distance_ranking_ndcg(names, held_out_linear, truth_nn),
+               "cv_r2_mean_linear": float(r2_of(held_out_linear).mean())}
     return model, metrics
 
 
