@@ -5,7 +5,7 @@ Why: the timbre embedding is trained to tell singers apart, not to place them in
 means "sounds alike"; the expression descriptors measure some habits directly but not in the units or
 weighting of a voice's description. A voice profile is an estimate of the 19 parameters that describe a
 synthetic singer (``data/synth.py``: tessitura, formant scale and shifts, open quotient, tilt, breathiness,
-jitter, shimmer, vibrato rate/depth/delay, singer's formant, nasality, scoop, glide), read off by a linear
+jitter, shimmer, vibrato rate/depth/delay, singer's formant, nasality, scoop, glide), read off by a ridge
 head from song statistics. Singers close in profile are singers whose voices are described alike.
 
 Two parts:
@@ -18,20 +18,21 @@ Two parts:
    autocorrelation of the pitch residual, its build-up over the first 0.7 s of a note), scoops on detached
    notes, legato transitions (interval / peak slope, durations) and pitch micro-variation. Songs longer
    than ``max_seconds`` (20 s) are read from their middle.
-2. :class:`VoiceProfile` -- a ridge regression from a singer's statistics (median and mean over its songs
-   of the voice features and the timbre vectors) to the standardised parameters, fitted by
-   :func:`fit_profile` on a synthetic catalogue's ground truth (``singrec train --encoder profile``). A
-   single song or clip is profiled from its own statistics. Standardised inputs are clipped to +-6, so one
-   odd song cannot throw a singer far outside the training range.
+2. :class:`VoiceProfile` -- ridge regression from a singer's statistics (median and mean over its songs
+   of the voice features and the timbre vectors) to the standardised parameters: the mean of a linear
+   ridge and a kernel ridge (RBF similarities to 1000 training singers), fitted by :func:`fit_profile` on a
+   synthetic catalogue's ground truth (``singrec train --encoder profile``). A single song or clip is
+   profiled from its own statistics. Standardised inputs are clipped to +-6, so one odd song cannot throw
+   a singer far outside the training range.
 
 The head is learnt from the synthesizer's parameters, so on real recordings its outputs are estimates in the
 synthesizer's terms (e.g. "breath" is the level of aspiration noise the model would need); the features
 themselves are ordinary signal statistics. Measured held-out figures are in BENCHMARKS.md.
 
-Hand-written statistics and a linear head rather than a learnt network: the head fits in seconds on the
+Hand-written statistics and a ridge head rather than a learnt network: the head fits in a minute on the
 CPU, the statistics share the expression descriptors' STFT and f0 track (indexing with them runs at ~350x
-real time), and on the same singers a 256-unit MLP head scored below the ridge (BENCHMARKS.md, "Voice
-profile in the ranking").
+real time), and on the same singers a 256-unit MLP head scored below the linear ridge, while the kernel
+part adds what the linear map misses (BENCHMARKS.md, "Voice profile in the ranking").
 """
 from __future__ import annotations
 

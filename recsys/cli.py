@@ -242,13 +242,17 @@ def demo(
     try:  # up to date = same catalogue files, the same shipped weights (profile head too) and voice statistics
         info = read_info(index_dir)
         recorded = {**info["encoders"], "profile": info.get("profile") or {}}
-        fresh = info["catalogue"].get("fingerprint") == cat.fingerprint() and all(
-            recorded[k].get("sha256") == file_sha256(p) for k, p in DEFAULT_CHECKPOINTS.items()) and \
-            has_current_voice(info)
+        same = {k: recorded[k].get("sha256") == file_sha256(p) for k, p in DEFAULT_CHECKPOINTS.items()}
+        vectors_ok = info["catalogue"].get("fingerprint") == cat.fingerprint() and has_current_voice(info) and \
+            same["timbre"] and same["melody"]
+        fresh, refresh = vectors_ok and all(same.values()), vectors_ok and not all(same.values())
     except (SingrecError, KeyError, OSError):
-        fresh = False
+        fresh = refresh = False
     if fresh:
         typer.echo(f"[2/3] index: up to date in {index_dir}")
+    elif refresh:  # only the profile head changed: the songs' vectors and statistics are reused
+        typer.echo(f"[2/3] index: the voice profile head changed; recomputing the profiles in {index_dir} ...")
+        typer.echo("      " + _run(build_catalogue_index, cat, index_dir, append=True).summary())
     else:
         typer.echo(f"[2/3] index: embedding {len(cat)} songs with the shipped encoders into {index_dir} ...")
         typer.echo("      " + _run(build_catalogue_index, cat, index_dir).summary())

@@ -240,7 +240,9 @@ class Recommender:
             if path is None:
                 raise SingrecError(f"the voice profile head this index was built with is not available "
                                    f"({rec.get('checkpoint')}, sha256 {str(rec.get('sha256'))[:12]}...); audio "
-                                   "queries need it", self.index_dir)
+                                   "queries need it. `singrec index CATALOGUE --out INDEX_DIR --append` recomputes "
+                                   "the index's profiles with the current head without embedding the songs again",
+                                   self.index_dir)
             self._head = load_encoder(path, kind="profile")
         return self._head
 

@@ -181,6 +181,41 @@ def test_append_refuses_other_encoders(tiny_catalogue, tiny_index, tmp_path):
                               progress=False)
 
 
+def test_append_with_a_new_profile_head_refreshes_the_profiles_without_embedding(tiny_catalogue, tiny_checkpoints,
+                                                                                  tiny_encoders, tiny_index,
+                                                                                  tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    import index.build
+    from encoders.checkpoint import file_sha256, load_encoder, save_checkpoint
+    from encoders.profile import VoiceProfile
+
+    idx = tmp_path / "idx"
+    shutil.copytree(tiny_index, idx)
+    old = tiny_encoders["profile"]
+    new = VoiceProfile(old.cfg)
+    new.load_state_dict(old.state_dict())
+    new.weight.mul_(-2.0)  # another head for the same timbre encoder
+    path = save_checkpoint(tmp_path / "ck" / "profile.pt", kind="profile", model=new, config=asdict(new.cfg),
+                           features=tiny_encoders["timbre"].features)
+    new = load_encoder(path, kind="profile")
+
+    def no_embedding(*a, **k):
+        raise AssertionError("songs embedded again")
+
+    monkeypatch.setattr(index.build, "embed_files", no_embedding)
+    report = build_catalogue_index(tiny_catalogue, idx, encoders={**tiny_encoders, "profile": new}, append=True,
+                                   progress=False)
+    assert (report.n_reused, report.n_embedded) == (12, 0)
+    voice = np.load(idx / "embeddings" / "songs_voice.npy")
+    timbre = np.load(idx / "embeddings" / "songs_timbre.npy")
+    np.testing.assert_allclose(np.load(idx / "embeddings" / "songs_profile.npy"), new.predict(voice, timbre),
+                               rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.load(idx / "embeddings" / "songs_profile.npy"),
+                           np.load(tiny_index / "embeddings" / "songs_profile.npy"))
+    assert read_info(idx)["profile"]["sha256"] == file_sha256(path)
+
+
 @pytest.mark.parametrize("entry", ["expression", "voice"])
 def test_append_refuses_an_index_without_current_voice_statistics(tiny_catalogue, tiny_encoders, tiny_index,
                                                                   tmp_path, entry):
