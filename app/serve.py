@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 from app.explorer import MAX_UPLOAD_MB
-from data.errors import SingrecError
 
 PAGE = Path(__file__).with_name("streamlit_app.py")
 
@@ -29,12 +28,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _check_index(index_dir: str | Path) -> Path:
+    """The resolved index folder, checked by :func:`index.store.read_info` (exists, index.json, format)."""
+    from index.store import read_info
+
     index_dir = Path(index_dir).expanduser().resolve()
-    if not index_dir.is_dir():
-        raise SingrecError("index directory not found", index_dir)
-    if not (index_dir / "index.json").is_file():
-        raise SingrecError("not an index directory (no index.json; build one with the index step first)",
-                           index_dir)
+    read_info(index_dir)
     return index_dir
 
 

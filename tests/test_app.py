@@ -218,7 +218,7 @@ def test_filters_round_trip():
 def test_serve_command_and_bad_index(tmp_path, tiny_index):
     cmd = serve.command(tiny_index, port=8765)
     assert cmd[-2:] == ["--", str(tiny_index)] and "8765" in cmd and str(serve.PAGE) in cmd
-    with pytest.raises(SingrecError, match="not an index directory"):
+    with pytest.raises(SingrecError, match="not a singrec index: index.json is missing"):
         serve.serve(tmp_path)
 
 
