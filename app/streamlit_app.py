@@ -277,7 +277,7 @@ def listen_ui(rec: Recommender, query: Query, opts: Options, outcome: Outcome, r
                 r["singer"]: st.column_config.NumberColumn(format="%.2f"),
                 "difference": st.column_config.NumberColumn(
                     "difference (std)", format="%+.2f",
-                    help="In standard deviations over the catalogue's singers (0 = the same)")})
+                    help="In the profile score's unit, a spread over the catalogue's singers (0 = the same)")})
     left, right = st.columns(2)
     with left:
         if outcome.clip is not None:

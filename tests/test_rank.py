@@ -164,14 +164,17 @@ def test_large_catalogue_path_scores_exactly_and_keeps_the_best():
     assert np.mean(top1) >= 0.95 and np.mean(overlap) >= 0.8, (np.mean(top1), np.mean(overlap))
 
 
-def test_profile_score_compares_standardised_singer_profiles(rec):
-    """profile_score = 1 - |z_q - z_c|^2 / (2 D), z standardised over singers; profile_weight 1 with
-    timbre_weight 1 ranks by it alone."""
+def test_profile_score_compares_singer_profiles_in_one_common_spread(rec):
+    """profile_score = 1 - |z_q - z_c|^2 / (2 D), z = head estimates centred over singers and divided by their
+    root-mean-square spread (one number for all D: a parameter the head shrinks stays small); profile_weight 1
+    with timbre_weight 1 ranks by it alone."""
     assert rec.profile_kind == "profile" and rec.singer_profile.shape == (len(rec.singers), 3)
     name = rec.singers["singer"][0]
     res = rec.similar_singers(name, k=3, timbre_weight=1.0, profile_weight=1.0)
     x = rec.singer_profile.astype(np.float64)
-    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    x = x - x.mean(0)
+    z = x / np.sqrt((x ** 2).mean())  # overall RMS; per-parameter spreads keep their ratios
+    assert not np.allclose(z.std(0), 1.0)
     row = {s: i for i, s in enumerate(rec.singers["singer"])}
     expected = [1 - ((z[row[s]] - z[0]) ** 2).sum() / (2 * z.shape[1]) for s in res["singer"]]
     np.testing.assert_allclose(res["profile_score"], expected, atol=1e-6)
@@ -201,6 +204,12 @@ def test_an_index_without_profile_compares_expression_descriptors(tiny_index, tm
     np.testing.assert_allclose(table[b], rec.singer_profile[1], rtol=1e-6)  # raw descriptors, as indexed
     res = rec.similar_singers(a, k=2, timbre_weight=1.0, profile_weight=1.0)
     np.testing.assert_allclose(res["score"], res["profile_score"], atol=1e-6)
+    # raw descriptors are standardised one by one over the singers (they have different units)
+    x = rec.singer_profile.astype(np.float64)
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    row = {s: i for i, s in enumerate(rec.singers["singer"])}
+    expected = [1 - ((z[row[s]] - z[0]) ** 2).sum() / (2 * z.shape[1]) for s in res["singer"]]
+    np.testing.assert_allclose(res["profile_score"], expected, atol=1e-6)
 
 
 def test_an_index_without_profile_or_expression_still_ranks(tiny_index, tmp_path):
@@ -220,7 +229,7 @@ def test_compare_profile_lines_up_two_singers_in_units(rec):
     np.testing.assert_allclose(table[b], rec.singer_profile[1] * np.array(prof["std"]) + np.array(prof["mean"]),
                                rtol=1e-6)
     x = rec.singer_profile.astype(np.float64)
-    np.testing.assert_allclose(table["difference"], (x[1] - x[0]) / np.maximum(x.std(0), 1e-6), rtol=1e-6)
+    np.testing.assert_allclose(table["difference"], (x[1] - x[0]) / np.sqrt((x.std(0) ** 2).mean()), rtol=1e-6)
     # the score's distance is the same differences: profile_score = 1 - sum(diff^2) / (2 D)
     res = rec.similar_singers(a, k=len(rec.singers), timbre_weight=1.0, profile_weight=1.0).set_index("singer")
     assert res.at[b, "profile_score"] == pytest.approx(1 - (table["difference"] ** 2).sum() / (2 * len(table)))
