@@ -1,0 +1,76 @@
+"""A voice profile head for the MFCC baseline, so that ``benchmarks/ranking.py --mfcc-head DIR`` compares like
+with like: the same ranking, the same voice statistics and the same kind of head, with MFCC mean/std vectors
+where the shipped system has its learned timbre vectors.
+
+It reads the song statistics that ``singrec train CATALOGUE --encoder profile --out OUT`` cached in
+``OUT/profile.songs.pt`` (the voice statistics of every training song), computes the MFCC statistics of the
+same songs, fixes the MFCC standardisation on them, and fits the head exactly as the shipped one is fitted
+(:func:`encoders.profile.fit_profile`). Writes ``DIR/profile.pt`` (a profile checkpoint whose "timbre" is the
+MFCC baseline) and ``DIR/mfcc.npz`` (the MFCC standardisation: mean, scale).
+
+Run: ``.venv/bin/python benchmarks/mfcc_head.py out/profile-data-4800 --songs-cache out/profile4800/profile.songs.pt
+--out out/mfcc-head``
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from data.audio import load_audio
+from data.catalogue import Catalogue
+from data.errors import SingrecError
+from data.synth import singer_truth_path
+from encoders.baselines import MFCCEmbedder
+from encoders.checkpoint import save_checkpoint
+from encoders.profile import ProfileConfig, VoiceFeatureConfig, fit_profile
+
+
+def _raw_mfcc(paths: list[str]) -> np.ndarray:
+    """Unstandardised MFCC statistics (N, 40) of audio files (one worker's share)."""
+    torch.set_num_threads(1)
+    return MFCCEmbedder().raw_waveforms([load_audio(p) for p in paths])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("catalogue", type=Path, help="the synthetic training catalogue of the shipped head")
+    ap.add_argument("--songs-cache", type=Path, required=True, help="profile.songs.pt written by singrec train")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    t0 = time.time()
+    cat = Catalogue.open(args.catalogue)
+    cache = torch.load(args.songs_cache, weights_only=True)
+    if cache["failed"] or list(cache["singers"]) != list(cat.songs["singer"]):
+        raise SingrecError("the cached statistics are not those of this catalogue's songs, in order", args.songs_cache)
+    paths = list(cat.songs["path"])
+    chunks = [paths[i:i + 200] for i in range(0, len(paths), 200)]
+    with ProcessPoolExecutor(args.workers) as pool:
+        raw = np.concatenate(list(tqdm(pool.map(_raw_mfcc, chunks), total=len(chunks), unit="chunk", desc="mfcc")))
+    mfcc = MFCCEmbedder().fit(raw)
+    vectors = mfcc.transform(raw)  # (N, 40) unit rows, as an index stores them
+    head, metrics = fit_profile(cache["voice"].numpy(), vectors, cache["singers"],
+                                pd.read_csv(singer_truth_path(cat.source)),
+                                cfg=ProfileConfig(voice_features=asdict(VoiceFeatureConfig())))
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(args.out / "profile.pt", kind="profile", model=head, config=asdict(head.cfg),
+                    features=mfcc.features, metrics=metrics,
+                    data={**cat.summary(), "timbre": "MFCC mean/std baseline (encoders/baselines.py)"},
+                    train={"command": "python benchmarks/mfcc_head.py " + " ".join(
+                        [str(args.catalogue), "--songs-cache", str(args.songs_cache), "--out", str(args.out)]),
+                        "seconds": round(time.time() - t0, 1)})
+    np.savez(args.out / "mfcc.npz", mean=mfcc.mean, scale=mfcc.scale)
+    print(f"MFCC head: {metrics['singers']} singers, 5-fold CV mean R^2 {metrics['cv_r2_mean']:.3f} "
+          f"(linear part {metrics['cv_r2_mean_linear']:.3f}); {time.time() - t0:.0f} s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
