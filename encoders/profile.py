@@ -20,7 +20,7 @@ Two parts:
    than ``max_seconds`` (20 s) are read from their middle.
 2. :class:`VoiceProfile` -- ridge regression from a singer's statistics (median and mean over its songs
    of the voice features and the timbre vectors) to the standardised parameters: the mean of a linear
-   ridge and a kernel ridge (RBF similarities to 1000 training singers), fitted by :func:`fit_profile` on a
+   ridge and a kernel ridge (RBF similarities to 2000 training singers), fitted by :func:`fit_profile` on a
    synthetic catalogue's ground truth (``singrec train --encoder profile``). A single song or clip is
    profiled from its own statistics. Standardised inputs are clipped to +-6, so one odd song cannot throw
    a singer far outside the training range.
@@ -289,10 +289,11 @@ class ProfileConfig:
     voice_features: dict = field(default_factory=lambda: asdict(VoiceFeatureConfig()))
     voice_features_version: int = VOICE_FEATURES_VERSION
     timbre_sha256: str = ""             # the timbre encoder whose vectors the head was fitted on
-    kernel_landmarks: int = 1000        # training singers kept as RBF kernel centres (0 = linear head only)
+    kernel_landmarks: int = 2000        # training singers kept as RBF kernel centres (0 = linear head only)
     kernel_gamma: float = 0.2           # RBF width: exp(-kernel_gamma / n_inputs * |z - z'|^2) on standardised inputs
-    kernel_alpha: float = 0.03          # ridge penalty of the kernel part
-    kernel_share: float = 0.5           # estimate = (1 - share) x linear + share x kernel part
+    kernel_alpha: float = 0.01          # ridge penalty of the kernel part
+    kernel_share: float = 0.7           # estimate = (1 - share) x linear + share x kernel part
+    # (the four kernel settings: 5-fold CV over 4,800 training singers, BENCHMARKS.md "Voice profile")
 
     @property
     def in_dim(self) -> int:
