@@ -161,11 +161,11 @@ def main() -> None:
         est = z * np.array(prof["std"]) + np.array(prof["mean"])  # the parameters' own units
         truth_units = gt1[[f"p_{p}" for p in prof["params"]]].to_numpy(float)
         r2p = 1 - ((est - truth_units) ** 2).mean(0) / truth_units.var(0)
-        zz = (est - est.mean(0)) / est.std(0)
+        zz = (z - z.mean(0)) / np.sqrt(z.var(0).mean())  # as the ranking scales a head's estimates (one spread)
         rows = "\n".join(f"| {p} | {v:.2f} |" for p, v in sorted(zip(prof["params"], r2p), key=lambda t: -t[1]))
         out.append(f"Voice profiles of `{args.eval_index}` (head `{prof['checkpoint']}`, sha256 "
                    f"{prof['sha256'][:12]}..., fitted on other singers): ranking singers by the distance between "
-                   f"their profiles (standardised over the catalogue's singers) scores nDCG@10 "
+                   f"their profiles (centred and scaled by one common spread, as the ranking does) scores nDCG@10 "
                    f"**{ndcg_by_distance(zz, names, truth):.3f}**; mean R^2 {r2p.mean():.3f}. R^2 per parameter:\n\n"
                    f"| parameter | R^2 |\n|---|---|\n{rows}")
 
