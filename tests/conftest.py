@@ -38,10 +38,13 @@ def tiny_checkpoints(tmp_path_factory):
     from encoders.profile import ProfileConfig, VoiceProfile, voice_feature_names
 
     pcfg = ProfileConfig(params=("tessitura", "breath", "vib_rate"), voice_dim=len(voice_feature_names()),
-                         timbre_dim=tcfg.emb_dim, timbre_sha256=file_sha256(folder / "timbre.pt"))
+                         timbre_dim=tcfg.emb_dim, timbre_sha256=file_sha256(folder / "timbre.pt"), kernel_landmarks=8)
     head = VoiceProfile(pcfg)
+    torch.manual_seed(0)
     head.weight.normal_(0.0, 0.1)
     head.x_scale.fill_(100.0)
+    head.landmarks.normal_(0.0, 0.05)  # a small kernel part, so that index and ranking tests run through it
+    head.k_weight.normal_(0.0, 1.0)
     save_checkpoint(folder / "profile.pt", kind="profile", model=head, config=asdict(pcfg),
                     features=DEFAULT_FEATURES)
     return folder
