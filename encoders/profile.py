@@ -479,7 +479,11 @@ def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth:
 def profile_from_checkpoint(ckpt: dict) -> VoiceProfile:
     """Rebuild a :class:`VoiceProfile` from a checkpoint dict (``encoders.checkpoint.load_encoder`` calls this)."""
     model = VoiceProfile(ProfileConfig.from_dict(ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
+    state = dict(ckpt["state_dict"])
+    if model.cfg.kernel_landmarks == 0:  # heads saved before the kernel part existed: empty kernel buffers
+        for name in ("landmarks", "k_weight", "k_bias"):
+            state.setdefault(name, getattr(model, name))
+    model.load_state_dict(state)
     if model.cfg.voice_features_version != VOICE_FEATURES_VERSION:
         raise ValueError(f"fitted on voice features version {model.cfg.voice_features_version}, this code computes "
                          f"version {VOICE_FEATURES_VERSION}; refit it with `singrec train --encoder profile`")

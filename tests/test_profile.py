@@ -10,8 +10,8 @@ from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES
 from encoders.checkpoint import load_encoder, load_profile_head, save_checkpoint
 from encoders.expression import expression_features
-from encoders.profile import (ProfileConfig, VoiceFeatureConfig, VoiceProfile, aggregate, fit_profile, voice_feature_names,
-                              voice_features)
+from encoders.profile import (VoiceFeatureConfig, VoiceProfile, aggregate, fit_profile,
+                              profile_from_checkpoint, voice_feature_names, voice_features)
 from tests.test_expression import SR, sung_notes
 
 NAMES = {name: i for i, name in enumerate(voice_feature_names())}
@@ -119,10 +119,14 @@ def test_the_kernel_part_learns_what_a_linear_map_cannot():
     assert head.cfg.kernel_landmarks == 200 and head.landmarks.shape == (200, 4)
     # |s| is invisible to a linear map (R^2 ~0 for "a"); the mix of both parts, half kernel, gets most of it
     assert metrics["cv_r2"]["a"] > 0.6 and metrics["cv_r2_mean"] > metrics["cv_r2_mean_linear"] + 0.15, metrics
-    # a head saved before the kernel part existed (no kernel settings in its config) loads as a linear head
+    # a head saved before the kernel part existed (no kernel settings, no kernel buffers) loads as a linear head
     cfg = {k: v for k, v in asdict(head.cfg).items() if not k.startswith("kernel_")}
-    old = VoiceProfile(ProfileConfig.from_dict(cfg))
+    state = {k: v for k, v in head.state_dict().items() if k not in ("landmarks", "k_weight", "k_bias")}
+    old = profile_from_checkpoint({"config": cfg, "state_dict": state})
     assert old.cfg.kernel_landmarks == 0 and old.landmarks.shape == (0, 4)
+    x = voice[:6]
+    linear = ((torch.from_numpy(aggregate(x, np.zeros((6, 0)))[0]) - head.x_mean) / head.x_scale).clamp(-6, 6)
+    np.testing.assert_allclose(old.predict(x, np.zeros((6, 0))), (linear @ head.weight.T + head.bias).numpy())
 
 
 def test_fit_refuses_unknown_singers_and_too_few(tmp_path):
