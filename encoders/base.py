@@ -46,6 +46,36 @@ def set_torch_threads(n: int | None = None) -> int:
     return n
 
 
+def supcon_loss(z: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised-contrastive loss (SupCon "L_out") with in-batch negatives; SimCLR's NT-Xent when every row has
+    one positive. Both encoders train with it (timbre: :func:`encoders.timbre.nt_xent`; melody: TCAE's
+    contrastive term).
+
+    For every row ``a`` with at least one positive: mean over its positives ``p`` of
+    ``-log(exp(s_ap / t) / sum_{b != a} exp(s_ab / t))`` with cosine similarities ``s``; averaged over such rows.
+    Rows without a positive only appear in the denominators.
+
+    Parameters
+    ----------
+    z : (N, D) unit rows
+    positives : (N, N) bool, True where two rows are a positive pair (the diagonal is ignored)
+    temperature : softmax temperature
+
+    Returns
+    -------
+    scalar tensor; 0 (still part of the graph) when no row has a positive
+    """
+    eye = torch.eye(z.shape[0], dtype=torch.bool)
+    logits = (z @ z.T / temperature).masked_fill(eye, float("-inf"))  # (N, N)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (N, N)
+    pos = positives & ~eye  # (N, N)
+    n_pos = pos.sum(dim=1)  # (N,)
+    has = n_pos > 0
+    if not bool(has.any()):
+        return z.sum() * 0
+    return (-(log_prob.masked_fill(~pos, 0.0).sum(dim=1)[has] / n_pos[has])).mean()
+
+
 def retrieval_metrics(emb: np.ndarray, labels: Sequence, *, queries: Sequence[int] | None = None,
                       exclude_groups: Sequence | None = None) -> dict:
     """Mean average precision and top-1 of cosine retrieval, each query against every other row (the encoders'

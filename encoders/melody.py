@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig, hann_window
-from encoders.base import l2_normalise, retrieval_metrics, set_torch_threads
+from encoders.base import l2_normalise, retrieval_metrics, set_torch_threads, supcon_loss
 from encoders.checkpoint import atomic_torch_save, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -492,21 +492,6 @@ class _GradReverse(torch.autograd.Function):
         return -grad
 
 
-def _contrastive(emb: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Supervised-contrastive (SupCon) loss on unit rows; ``positives`` (N, N) bool, diagonal ignored.
-
-    With one positive per row (the other view of the same crop) this is SimCLR's NT-Xent.
-    """
-    n = emb.shape[0]
-    eye = torch.eye(n, dtype=torch.bool)
-    logits = (emb @ emb.T / temperature).masked_fill(eye, -1e9)  # (N, N)
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (N, N)
-    pos = positives & ~eye
-    has = pos.any(dim=1)
-    per_row = -(log_prob * pos).sum(dim=1)[has] / pos.sum(dim=1)[has]
-    return per_row.mean() if bool(has.any()) else emb.sum() * 0
-
-
 def _songs_table(source) -> tuple[pd.DataFrame, dict]:
     """Songs DataFrame (path, singer, song_id, optional melody_id) from a Catalogue, DataFrame or path."""
     info: dict = {}
@@ -779,7 +764,7 @@ def train_melody(catalogue_or_songs_df, out_path: str | Path, *, epochs: int = 3
                 mel = torch.as_tensor(melody_codes[songs * 2])
                 positives |= mel[:, None] == mel[None, :]
             loss_rec = _masked_mse(recon, x, lengths)
-            loss_con = _contrastive(emb, positives, cfg.temperature)
+            loss_con = supcon_loss(emb, positives, cfg.temperature)
             loss = cfg.recon_weight * loss_rec + cfg.contrast_weight * loss_con
             parts = {"recon": loss_rec.item(), "contrast": loss_con.item()}
             if cfg.adv_weight > 0:

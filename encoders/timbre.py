@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data.features import DEFAULT_FEATURES, FeatureConfig, log_mel, mel_power
-from encoders.base import l2_normalise, set_torch_threads
+from encoders.base import l2_normalise, set_torch_threads, supcon_loss
 
 log = logging.getLogger(__name__)
 
@@ -357,11 +357,9 @@ def positive_mask(groups: torch.Tensor) -> torch.Tensor:
 
 
 def nt_xent(z: torch.Tensor, groups: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Multi-positive NT-Xent (SupCon, "L_out") with in-batch negatives.
-
-    For every view ``a`` with at least one positive: mean over its positives ``p`` of
-    ``-log(exp(s_ap / t) / sum_{b != a} exp(s_ab / t))`` with cosine similarities ``s``; averaged over
-    such views. Views without a positive (``"neg"`` transforms) only appear in the denominators.
+    """Multi-positive NT-Xent (SupCon, "L_out") with in-batch negatives: :func:`encoders.base.supcon_loss` with
+    the positives of :func:`positive_mask`. Views without a positive (``"neg"`` transforms) only appear in the
+    denominators.
 
     Parameters
     ----------
@@ -369,15 +367,7 @@ def nt_xent(z: torch.Tensor, groups: torch.Tensor, temperature: float) -> torch.
     groups : (V,) long group ids (see :func:`view_groups`)
     temperature : softmax temperature
     """
-    V = z.shape[0]
-    eye = torch.eye(V, dtype=torch.bool)
-    logits = (z @ z.T / temperature).masked_fill(eye, float("-inf"))  # (V, V)
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (V, V)
-    pos = positive_mask(groups)  # (V, V)
-    n_pos = pos.sum(dim=1)  # (V,)
-    has = n_pos > 0
-    per_view = -(log_prob.masked_fill(~pos, 0.0).sum(dim=1)[has] / n_pos[has])  # (V_has,)
-    return per_view.mean()
+    return supcon_loss(z, positive_mask(groups), temperature)
 
 
 # ----------------------------------------------------------------------------------------------------------

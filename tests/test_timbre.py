@@ -81,6 +81,24 @@ def test_nt_xent_lower_for_matched_pairs_than_shuffled():
     assert with_neg > matched
 
 
+def test_supcon_with_one_positive_per_row_is_simclr_cross_entropy_and_zero_without_positives():
+    """The loss both encoders share (encoders.base.supcon_loss): with one positive per row it is the cross-entropy
+    of picking the positive among all other rows (SimCLR); with no positive at all it is 0, not NaN."""
+    from encoders.base import supcon_loss
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=1).requires_grad_()
+    partner = torch.arange(8) ^ 1  # rows (0, 1), (2, 3), ... are pairs
+    positives = torch.zeros(8, 8, dtype=torch.bool)
+    positives[torch.arange(8), partner] = True
+    logits = (z @ z.T / 0.5).masked_fill(torch.eye(8, dtype=torch.bool), float("-inf"))
+    expected = torch.nn.functional.cross_entropy(logits, partner)
+    torch.testing.assert_close(supcon_loss(z, positives, 0.5), expected)
+    none = supcon_loss(z, torch.zeros(8, 8, dtype=torch.bool), 0.5)
+    none.backward()  # still part of the graph
+    assert none.item() == 0.0 and torch.isfinite(z.grad).all()
+
+
 def test_pair_policy_puts_transforms_in_the_right_place():
     cfg = TimbreConfig(pitch="neg", stretch="pos")
     groups = view_groups(torch.tensor([5, 7, 9]), cfg)  # B = 3 -> views [anchor, positive, pitch, stretch]
