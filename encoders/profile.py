@@ -19,8 +19,8 @@ Two parts:
    notes, legato transitions (interval / peak slope, durations) and pitch micro-variation. Songs longer
    than ``max_seconds`` (20 s) are read from their middle.
 2. :class:`VoiceProfile` -- ridge regression from a singer's statistics (median and mean over its songs
-   of the voice features and the timbre vectors) to the standardised parameters: the mean of a linear
-   ridge and a kernel ridge (RBF similarities to 2000 training singers), fitted by :func:`fit_profile` on a
+   of the voice features and the timbre vectors) to the standardised parameters: a weighted mean (0.3 / 0.7)
+   of a linear ridge and a kernel ridge (RBF similarities to 2000 training singers), fitted by :func:`fit_profile` on a
    synthetic catalogue's ground truth (``singrec train --encoder profile``). A single song or clip is
    profiled from its own statistics. Standardised inputs are clipped to +-6, so one odd song cannot throw
    a singer far outside the training range.
