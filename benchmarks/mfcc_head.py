@@ -14,6 +14,8 @@ Run: ``.venv/bin/python benchmarks/mfcc_head.py out/profile-data-4800 --songs-ca
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -28,14 +30,15 @@ from data.audio import load_audio
 from data.catalogue import Catalogue
 from data.errors import SingrecError
 from data.synth import singer_truth_path
+from encoders.base import set_torch_threads
 from encoders.baselines import MFCCEmbedder
 from encoders.checkpoint import save_checkpoint
-from encoders.profile import ProfileConfig, VoiceFeatureConfig, fit_profile
+from encoders.profile import VOICE_FEATURES_VERSION, fit_profile
 
 
 def _raw_mfcc(paths: list[str]) -> np.ndarray:
     """Unstandardised MFCC statistics (N, 40) of audio files (one worker's share)."""
-    torch.set_num_threads(1)
+    set_torch_threads(1)
     return MFCCEmbedder().raw_waveforms([load_audio(p) for p in paths])
 
 
@@ -51,6 +54,9 @@ def main() -> None:
     cache = torch.load(args.songs_cache, weights_only=True)
     if cache["failed"] or list(cache["singers"]) != list(cat.songs["singer"]):
         raise SingrecError("the cached statistics are not those of this catalogue's songs, in order", args.songs_cache)
+    if not cache["key"].endswith(f" v{VOICE_FEATURES_VERSION}"):  # train_profile's key ends with the version
+        raise SingrecError(f"the cached voice statistics are not version {VOICE_FEATURES_VERSION}; run "
+                           "`singrec train ... --encoder profile` again first", args.songs_cache)
     paths = list(cat.songs["path"])
     chunks = [paths[i:i + 200] for i in range(0, len(paths), 200)]
     with ProcessPoolExecutor(args.workers) as pool:
@@ -58,15 +64,12 @@ def main() -> None:
     mfcc = MFCCEmbedder().fit(raw)
     vectors = mfcc.transform(raw)  # (N, 40) unit rows, as an index stores them
     head, metrics = fit_profile(cache["voice"].numpy(), vectors, cache["singers"],
-                                pd.read_csv(singer_truth_path(cat.source)),
-                                cfg=ProfileConfig(voice_features=asdict(VoiceFeatureConfig())))
+                                pd.read_csv(singer_truth_path(cat.source)))
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out / "profile.pt", kind="profile", model=head, config=asdict(head.cfg),
                     features=mfcc.features, metrics=metrics,
                     data={**cat.summary(), "timbre": "MFCC mean/std baseline (encoders/baselines.py)"},
-                    train={"command": "python benchmarks/mfcc_head.py " + " ".join(
-                        [str(args.catalogue), "--songs-cache", str(args.songs_cache), "--out", str(args.out)]),
-                        "seconds": round(time.time() - t0, 1)})
+                    train={"command": shlex.join(["python", *sys.argv]), "seconds": round(time.time() - t0, 1)})
     np.savez(args.out / "mfcc.npz", mean=mfcc.mean, scale=mfcc.scale)
     print(f"MFCC head: {metrics['singers']} singers, 5-fold CV mean R^2 {metrics['cv_r2_mean']:.3f} "
           f"(linear part {metrics['cv_r2_mean_linear']:.3f}); {time.time() - t0:.0f} s; wrote {args.out}")

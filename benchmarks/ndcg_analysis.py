@@ -67,11 +67,6 @@ def singer_table(index_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
     return gt, vecs
 
 
-def ndcg_by_distance(x: np.ndarray, names: list, truth: dict) -> float:
-    """nDCG@K of ranking every singer's neighbours by Euclidean distance between rows of ``x``."""
-    return distance_ranking_ndcg(names, x, truth, K)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-index", type=Path, default=Path("demo_data/index"),
@@ -102,7 +97,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = []
     for sigma in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0):
-        vals = [ndcg_by_distance(z1 + sigma * rng.standard_normal(z1.shape), names, truth) for _ in range(5)]
+        vals = [distance_ranking_ndcg(names, z1 + sigma * rng.standard_normal(z1.shape), truth, K) for _ in range(5)]
         rows.append(f"| {sigma:.1f} | {1 / (1 + sigma ** 2):.2f} | {np.mean(vals):.3f} |")
     out.append("Ranking by the true standardised parameters plus Gaussian noise (mean of 5 draws):\n\n"
                "| noise sigma (per parameter, in its std) | R^2 it corresponds to | nDCG@10 |\n|---|---|---|\n"
@@ -113,8 +108,8 @@ def main() -> None:
     pred = probe.predict(v1)
     r2 = 1 - ((pred - y1) ** 2).mean(0) / y1.var(0)
     cos = v1 / np.linalg.norm(v1, axis=1, keepdims=True)
-    ndcg_cos = ndcg_by_distance(cos, names, truth)  # Euclidean on unit vectors = cosine ranking
-    ndcg_probe = ndcg_by_distance(pred, names, truth)
+    ndcg_cos = distance_ranking_ndcg(names, cos, truth, K)  # Euclidean on unit vectors = cosine ranking
+    ndcg_probe = distance_ranking_ndcg(names, pred, truth, K)
     r2_rows = "\n".join(f"| {c[2:]} | {v:.2f} |" for c, v in sorted(zip(cols, r2), key=lambda t: -t[1]))
     out.append(f"Singer timbre vectors of `{args.eval_index}` ({len(names)} singers) against their ground truth; "
                f"ridge probe (alpha {probe.alpha_:g}) fitted on the {len(gt0)} singers of `{args.train_index}`:\n\n"
@@ -125,7 +120,7 @@ def main() -> None:
 
     # 3. perfect knowledge of the recovered parameters only
     good = r2 >= 0.5
-    ndcg_good = ndcg_by_distance(z1[:, good], names, truth)
+    ndcg_good = distance_ranking_ndcg(names, z1[:, good], truth, K)
     out.append(f"Ranking by the *true* values of only the {int(good.sum())} parameters the probe recovers with "
                f"R^2 >= 0.5 ({', '.join(c[2:] for c, g in zip(cols, good) if g)}): nDCG@10 **{ndcg_good:.3f}**. "
                f"The other {int((~good).sum())} parameters (source and pitch-contour habits) carry the rest of the "
@@ -144,9 +139,10 @@ def main() -> None:
                          sorted(zip(cols, r2, r2b), key=lambda t: -(t[2] - t[1])))
         from encoders.expression import EXPRESSION_FEATURES
 
+        ndcg_expr = distance_ranking_ndcg(names, pred2, truth, K)
         out.append(f"With the {len(EXPRESSION_FEATURES)} expression descriptors ({', '.join(EXPRESSION_FEATURES)}; "
                    f"singer means, standardised) appended to the timbre vectors, the same probe ranks at nDCG@10 "
-                   f"**{ndcg_by_distance(pred2, names, truth):.3f}** (timbre vectors alone: {ndcg_probe:.3f}). "
+                   f"**{ndcg_expr:.3f}** (timbre vectors alone: {ndcg_probe:.3f}). "
                    f"R^2 per parameter, largest gain first:\n\n| parameter | timbre vectors | + expression descriptors |"
                    f"\n|---|---|---|\n{rows}")
 
@@ -162,11 +158,12 @@ def main() -> None:
         truth_units = gt1[[f"p_{p}" for p in prof["params"]]].to_numpy(float)
         r2p = 1 - ((est - truth_units) ** 2).mean(0) / truth_units.var(0)
         zz = (z - z.mean(0)) / np.sqrt(z.var(0).mean())  # as the ranking scales a head's estimates (one spread)
+        ndcg_prof = distance_ranking_ndcg(names, zz, truth, K)
         rows = "\n".join(f"| {p} | {v:.2f} |" for p, v in sorted(zip(prof["params"], r2p), key=lambda t: -t[1]))
         out.append(f"Voice profiles of `{args.eval_index}` (head `{prof['checkpoint']}`, sha256 "
                    f"{prof['sha256'][:12]}..., fitted on other singers): ranking singers by the distance between "
                    f"their profiles (centred and scaled by one common spread, as the ranking does) scores nDCG@10 "
-                   f"**{ndcg_by_distance(zz, names, truth):.3f}**; mean R^2 {r2p.mean():.3f}. R^2 per parameter:\n\n"
+                   f"**{ndcg_prof:.3f}**; mean R^2 {r2p.mean():.3f}. R^2 per parameter:\n\n"
                    f"| parameter | R^2 |\n|---|---|\n{rows}")
 
     flags = (" --expression" if args.expression else "") + (" --profile" if args.profile else "")
