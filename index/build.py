@@ -35,7 +35,7 @@ from encoders.embed import embed_songs
 from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION
 from encoders.profile import PROFILE_UNITS, VOICE_FEATURES_VERSION, VoiceFeatureEmbedder, voice_feature_names
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
-from index.map import compute_map
+from index.map import compute_map, reuse_map
 from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info, write_csv,
                          write_json, write_npy, write_npz, write_parquet)
 
@@ -94,7 +94,7 @@ def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
     return h.hexdigest()
 
 
-def _load_previous(index_dir: Path, encoders: dict) -> tuple[pd.DataFrame, dict]:
+def _load_previous(index_dir: Path, encoders: dict) -> tuple[dict, pd.DataFrame, dict]:
     info = read_info(index_dir)
     check_encoders(info, {k: encoders[k] for k in KINDS}, index_dir)
     songs = pd.read_parquet(index_dir / "songs.parquet")
@@ -102,7 +102,7 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[pd.DataFrame, dict]
     if not has_current_voice(info):
         raise SingrecError("this index has no (or older) voice statistics; rebuild it without --append", index_dir)
     vectors["voice"] = np.load(index_dir / "embeddings" / "songs_voice.npy")
-    return songs, vectors
+    return info, songs, vectors
 
 
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
@@ -146,10 +146,10 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     build_dir = out_dir / "build"
 
     # ---- what is already done: a previous index (append) and an interrupted run's chunks
-    prev_songs, prev_vectors = pd.DataFrame(columns=["song_id"]), {k: None for k in ALL_KINDS}
+    prev_info, prev_songs, prev_vectors = {}, pd.DataFrame(columns=["song_id"]), {k: None for k in ALL_KINDS}
     if append:
         if (out_dir / "index.json").is_file():
-            prev_songs, prev_vectors = _load_previous(out_dir, encoders)
+            prev_info, prev_songs, prev_vectors = _load_previous(out_dir, encoders)
         else:
             log.info("no finished index in %s; --append builds it from scratch", out_dir)
     known = set(prev_songs["song_id"])
@@ -234,14 +234,26 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     singers = pd.DataFrame({"singer": singer_names, "n_songs": np.bincount(codes, minlength=len(singer_names))})
     singers = singers.merge(singer_meta, on="singer", how="left")
 
-    map_df, map_info = compute_map(songs, song_vecs["timbre"], singers, singer_vecs["timbre"], seed=seed)
+    # ---- the same songs as the previous index (--append with nothing new, e.g. after a new profile head): its
+    # vectors are these, so its map layout and FAISS files are what this build would compute again
+    song_key = choose_index_key(len(songs)) if index_key == "auto" else index_key
+    unchanged = bool(prev_info) and prev_info["map"].get("seed") == seed and \
+        prev_songs["song_id"].tolist() == songs["song_id"].tolist()
+    map_df = reuse_map(pd.read_parquet(out_dir / "map.parquet"), songs, singers) if unchanged else None
+    if map_df is None:
+        map_df, map_info = compute_map(songs, song_vecs["timbre"], singers, singer_vecs["timbre"], seed=seed)
+    else:
+        map_info = prev_info["map"]
+        log.info("no song changed: the map layout is reused")
+    reuse_faiss = unchanged and prev_info["faiss"]["songs"] == song_key
 
     # ---- write: index.json goes first (removed) and last (written)
     (out_dir / "index.json").unlink(missing_ok=True)
-    song_key = choose_index_key(len(songs)) if index_key == "auto" else index_key
     for k in KINDS:
         write_npy(out_dir / "embeddings" / f"songs_{k}.npy", song_vecs[k])
         write_npy(out_dir / "embeddings" / f"singers_{k}.npy", singer_vecs[k])
+        if reuse_faiss:
+            continue
         idx = build_index(song_vecs[k], song_key, seed=seed)
         extra = {"nprobe": default_nprobe(song_key)} if song_key.startswith("IVF") else {}
         save_index(idx, out_dir / f"{k}_songs.faiss", info={"factory": song_key, "encoder": k, **extra})

@@ -55,6 +55,25 @@ def compute_map(songs: pd.DataFrame, song_vectors: np.ndarray, singers: pd.DataF
     coords, method = project_2d(np.vstack([song_vectors, singer_vectors]), seed=seed)
     km = cluster_singers(singer_vectors, seed=seed)
     singer_cluster = km.labels_ if km is not None else np.zeros(len(singers), dtype=int)
+    return _map_table(songs, singers, coords, singer_cluster), {
+        "method": method, "vectors": "timbre", "n_clusters": int(len(set(singer_cluster))), "seed": seed}
+
+
+def reuse_map(previous: pd.DataFrame, songs: pd.DataFrame, singers: pd.DataFrame) -> pd.DataFrame | None:
+    """The layout (x, y, cluster) of a previous :func:`compute_map` table with today's singer metadata, or None
+    unless it has exactly these songs and singers, in this order. For a rebuild whose timbre vectors did not
+    change (``singrec index --append`` with nothing new): UMAP would only recompute the same layout (seeded),
+    at ~20 s of numba compilation in a fresh process."""
+    rows = [("song", s) for s in songs["song_id"]] + [("singer", s) for s in singers["singer"]]
+    if list(zip(previous["kind"], previous["id"])) != rows:
+        return None
+    singer_cluster = previous.loc[previous["kind"] == "singer", "cluster"].to_numpy()
+    return _map_table(songs, singers, previous[["x", "y"]].to_numpy(), singer_cluster)
+
+
+def _map_table(songs: pd.DataFrame, singers: pd.DataFrame, coords: np.ndarray,
+               singer_cluster: np.ndarray) -> pd.DataFrame:
+    """Map rows (songs first, then singers) from 2-D coordinates (songs + singers, 2) and singer clusters."""
     cluster_of = dict(zip(singers["singer"], singer_cluster))
     song_rows = pd.DataFrame({"kind": "song", "id": songs["song_id"].values, "singer": songs["singer"].values})
     singer_rows = pd.DataFrame({"kind": "singer", "id": singers["singer"].values,
@@ -63,5 +82,4 @@ def compute_map(songs: pd.DataFrame, song_vectors: np.ndarray, singers: pd.DataF
     rows["x"], rows["y"] = coords[:, 0], coords[:, 1]
     rows["cluster"] = rows["singer"].map(cluster_of).astype(int)  # a song is in its singer's cluster
     meta = [c for c in singers.columns if c not in ("singer", "n_songs")]
-    rows = rows.merge(singers[["singer", *meta]], on="singer", how="left")
-    return rows, {"method": method, "vectors": "timbre", "n_clusters": int(len(set(singer_cluster)))}
+    return rows.merge(singers[["singer", *meta]], on="singer", how="left")

@@ -200,13 +200,21 @@ def test_append_with_a_new_profile_head_refreshes_the_profiles_without_embedding
                            features=tiny_encoders["timbre"].features)
     new = load_encoder(path, kind="profile")
 
-    def no_embedding(*a, **k):
-        raise AssertionError("songs embedded again")
+    def not_again(*a, **k):
+        raise AssertionError("computed again")
 
-    monkeypatch.setattr(index.build, "embed_files", no_embedding)
+    # nothing new: no song is embedded, and the map layout and FAISS indexes of the same vectors are kept
+    for name in ("embed_files", "compute_map", "build_index"):
+        monkeypatch.setattr(index.build, name, not_again)
     report = build_catalogue_index(tiny_catalogue, idx, encoders={**tiny_encoders, "profile": new}, append=True,
                                    progress=False)
     assert (report.n_reused, report.n_embedded) == (12, 0)
+    pd.testing.assert_frame_equal(pd.read_parquet(idx / "map.parquet"), pd.read_parquet(tiny_index / "map.parquet"))
+    assert read_info(idx)["map"] == read_info(tiny_index)["map"]
+    rec, ref = Recommender.load(idx), Recommender.load(tiny_index)
+    name = rec.singers["singer"][0]
+    assert rec.similar_singers(name, k=3, profile_weight=0.0)["singer"].tolist() == \
+        ref.similar_singers(name, k=3, profile_weight=0.0)["singer"].tolist()  # same FAISS, timbre and melody
     voice = np.load(idx / "embeddings" / "songs_voice.npy")
     timbre = np.load(idx / "embeddings" / "songs_timbre.npy")
     np.testing.assert_allclose(np.load(idx / "embeddings" / "songs_profile.npy"), new.predict(voice, timbre),
@@ -214,6 +222,18 @@ def test_append_with_a_new_profile_head_refreshes_the_profiles_without_embedding
     assert not np.allclose(np.load(idx / "embeddings" / "songs_profile.npy"),
                            np.load(tiny_index / "embeddings" / "songs_profile.npy"))
     assert read_info(idx)["profile"]["sha256"] == file_sha256(path)
+
+
+def test_a_reused_map_layout_carries_todays_metadata_and_only_for_the_same_songs(tiny_index):
+    from index.map import reuse_map
+
+    previous = pd.read_parquet(tiny_index / "map.parquet")
+    songs, singers = pd.read_parquet(tiny_index / "songs.parquet"), pd.read_parquet(tiny_index / "singers.parquet")
+    pd.testing.assert_frame_equal(reuse_map(previous, songs, singers), previous)
+    renamed = singers.assign(gender="x")  # metadata edited in the catalogue: the layout stays, the labels follow
+    again = reuse_map(previous, songs, renamed)
+    assert (again["gender"] == "x").all() and np.array_equal(again[["x", "y"]], previous[["x", "y"]])
+    assert reuse_map(previous, songs.iloc[1:], singers) is None  # a song fewer: the layout must be computed
 
 
 @pytest.mark.parametrize("entry", ["expression", "voice"])
