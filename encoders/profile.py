@@ -113,7 +113,7 @@ def _spectral_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray
     bands -= bands.mean(1, keepdims=True)  # level removed per frame
 
     f0 = f0_hz[idx][:, None]  # (V, 1)
-    peak, trough, ok = harmonic_levels(db, f0_hz[idx], n_harmonics=h_n, bin_hz=bin_hz)  # (V, H) each
+    peak, trough, ok = harmonic_levels(db, f0[:, 0], n_harmonics=h_n, bin_hz=bin_hz)  # (V, H) each
     rows = np.arange(len(idx))[:, None]
     peak_ok = np.where(ok, peak, np.nan)
     adjacent = np.diff(idx) == 1
@@ -361,13 +361,16 @@ class VoiceProfile(nn.Module):
         d2 = torch.cdist(z, self.landmarks.to(z.dtype)).square()  # (G, m)
         return torch.exp(-(self.cfg.kernel_gamma / z.shape[1]) * d2)
 
+    def linear(self, z: torch.Tensor) -> torch.Tensor:
+        """The linear part's estimates (G, P) from standardised inputs z (G, n)."""
+        return z @ self.weight.T + self.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (G, 2 (D + d)) -> (G, P) standardised parameters
         z = ((x - self.x_mean) / self.x_scale).clamp(-self.cfg.clip, self.cfg.clip)  # (G, n)
-        linear = z @ self.weight.T + self.bias  # (G, P)
         if self.cfg.kernel_landmarks == 0:
-            return linear
+            return self.linear(z)
         kernel = self.similarities(z) @ self.k_weight.T + self.k_bias  # (G, P)
-        return (1 - self.cfg.kernel_share) * linear + self.cfg.kernel_share * kernel
+        return (1 - self.cfg.kernel_share) * self.linear(z) + self.cfg.kernel_share * kernel
 
     def predict(self, voice: np.ndarray, timbre: np.ndarray, groups: Sequence | None = None) -> np.ndarray:
         """(G, P) standardised parameter estimates per group (per song when ``groups`` is None)."""
@@ -383,8 +386,11 @@ class VoiceProfile(nn.Module):
         return np.asarray(z) * self.y_std.numpy() + self.y_mean.numpy()
 
 
-def _fit_parts(xs: np.ndarray, ys: np.ndarray, cfg: ProfileConfig, seed: int) -> dict:
-    """Fit both parts of the head on standardised inputs ``xs`` (S, n) and targets ``ys`` (S, P).
+def _fit_head(xs: np.ndarray, ys: np.ndarray, cfg: ProfileConfig, seed: int, **scaling) -> tuple[VoiceProfile,
+                                                                                                np.ndarray]:
+    """Fit both parts of the head on standardised inputs ``xs`` (S, n) and targets ``ys`` (S, P); ``scaling``:
+    the x_mean / x_scale / y_mean / y_std buffers (default: identity). Returns the head and the linear part's
+    ridge penalty per parameter.
 
     The kernel part is sklearn's Nystroem feature map (RBF kernel to ``kernel_landmarks`` randomly chosen
     training rows) followed by a ridge; its map is linear in the similarities, so ``k_weight`` = ridge
@@ -394,24 +400,18 @@ def _fit_parts(xs: np.ndarray, ys: np.ndarray, cfg: ProfileConfig, seed: int) ->
     from sklearn.linear_model import Ridge, RidgeCV
 
     ridge = RidgeCV(alphas=cfg.alphas, alpha_per_target=True).fit(xs, ys)
-    parts = {"weight": np.asarray(ridge.coef_, np.float64), "bias": np.atleast_1d(ridge.intercept_),
-             "alpha": np.atleast_1d(ridge.alpha_)}
+    buffers = {**scaling, "weight": ridge.coef_, "bias": np.atleast_1d(ridge.intercept_)}
     m = min(cfg.kernel_landmarks, len(xs))
     if m:
         ny = Nystroem(gamma=cfg.kernel_gamma / xs.shape[1], n_components=m, random_state=seed).fit(xs)
         kr = Ridge(alpha=cfg.kernel_alpha).fit(ny.transform(xs), ys)
-        parts.update(landmarks=ny.components_, k_weight=np.asarray(kr.coef_, np.float64) @ ny.normalization_,
-                     k_bias=np.atleast_1d(kr.intercept_))
-    return parts
-
-
-def _head_from_parts(cfg: ProfileConfig, parts: dict, x_mean, x_scale, y_mean, y_std) -> VoiceProfile:
-    model = VoiceProfile(replace(cfg, kernel_landmarks=len(parts.get("landmarks", ()))))
+        buffers.update(landmarks=ny.components_, k_weight=kr.coef_ @ ny.normalization_,
+                       k_bias=np.atleast_1d(kr.intercept_))
+    model = VoiceProfile(replace(cfg, kernel_landmarks=m))
     with torch.no_grad():
-        for name, value in (("x_mean", x_mean), ("x_scale", x_scale), ("y_mean", y_mean), ("y_std", y_std),
-                            *((k, v) for k, v in parts.items() if k != "alpha")):
-            getattr(model, name).copy_(torch.from_numpy(np.asarray(value)))
-    return model.eval()
+        for name, value in buffers.items():
+            getattr(model, name).copy_(torch.from_numpy(np.asarray(value, np.float64)))
+    return model.eval(), np.broadcast_to(ridge.alpha_, ys.shape[1])
 
 
 def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth: pd.DataFrame, *,
@@ -450,24 +450,22 @@ def fit_profile(voice: np.ndarray, timbre: np.ndarray, singers: Sequence, truth:
     x_mean, x_scale = x.mean(0), np.maximum(x.std(0), 1e-9)
     y_mean, y_std = y.mean(0), np.maximum(y.std(0), 1e-12)
     xs, ys = np.clip((x - x_mean) / x_scale, -cfg.clip, cfg.clip), (y - y_mean) / y_std
-    unit = (np.zeros(xs.shape[1]), np.ones(xs.shape[1]), np.zeros(ys.shape[1]), np.ones(ys.shape[1]))
 
     held_out, held_out_linear = np.zeros_like(ys), np.zeros_like(ys)
     for train, test in KFold(cfg.cv_folds, shuffle=True, random_state=seed).split(xs):
-        fold = _head_from_parts(cfg, _fit_parts(xs[train], ys[train], cfg, seed), *unit)
+        fold, _ = _fit_head(xs[train], ys[train], cfg, seed)  # identity scaling: xs is standardised already
         with torch.no_grad():
             z = torch.from_numpy(xs[test])
             held_out[test] = fold(z).numpy()
-            held_out_linear[test] = (z @ fold.weight.T + fold.bias).numpy()
+            held_out_linear[test] = fold.linear(z).numpy()
     truth_nn = ground_truth_neighbours(pd.DataFrame({"singer": names, **{c: y[:, j] for j, c in enumerate(cols)}}))
 
     def r2_of(pred: np.ndarray) -> np.ndarray:
         return 1 - ((pred - ys) ** 2).mean(0) / ys.var(0)
 
     r2 = r2_of(held_out)
-    parts = _fit_parts(xs, ys, cfg, seed)
-    model = _head_from_parts(cfg, parts, x_mean, x_scale, y_mean, y_std)
-    metrics = {"alpha": {p: float(a) for p, a in zip(model.cfg.params, np.broadcast_to(parts["alpha"], len(cols)))},
+    model, alpha = _fit_head(xs, ys, cfg, seed, x_mean=x_mean, x_scale=x_scale, y_mean=y_mean, y_std=y_std)
+    metrics = {"alpha": {p: float(a) for p, a in zip(model.cfg.params, alpha)},
                "singers": len(names), "songs": int(np.asarray(voice).shape[0]),
                "cv_ndcg@10": distance_ranking_ndcg(names, held_out, truth_nn), "cv_r2_mean": float(r2.mean()),
                "cv_r2": {p: float(v) for p, v in zip(model.cfg.params, r2)},
