@@ -36,6 +36,7 @@ part adds what the linear map misses (BENCHMARKS.md, "Voice profile in the ranki
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -50,6 +51,7 @@ from torch import nn
 
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig
+from encoders.base import set_torch_threads
 from encoders.expression import (EXPRESSION_FEATURES, ExpressionConfig, analyse, expression_from_analysis,
                                  harmonic_levels, note_spans, parabolic_offset)
 
@@ -92,10 +94,10 @@ class VoiceFeatureConfig:
 
 def _spectral_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, sample_rate: int,
                        cfg: VoiceFeatureConfig) -> np.ndarray:
-    """Band spectrum and harmonic statistics of voiced frames, (2 B + 3 H - 1 + 8 + B,) with B bands, H harmonics."""
+    """Band spectrum and harmonic statistics of voiced frames, (2 B + 2 H - 1 + 8 + B,) with B bands, H harmonics."""
     b, h_n = cfg.n_bands, cfg.n_harmonics
     idx = np.flatnonzero(voiced)  # at most max_seconds of frames: every voiced frame is read
-    width = 2 * b + 3 * h_n - 1 + 8 + b
+    width = 2 * b + 2 * h_n - 1 + 8 + b
     if len(idx) < 10:
         return np.zeros(width, np.float32)
     lp = logpow[:, idx]  # (F, V) voiced frames only (index once: the rest reads this copy)
@@ -225,18 +227,21 @@ def voice_feature_names(cfg: VoiceFeatureConfig = VoiceFeatureConfig()) -> list[
                "glides_per_note", "micro_d2_std_cents", "micro_step_cents"])
 
 
-def voice_features(wave: np.ndarray, *, sample_rate: int = 16000,
-                   cfg: VoiceFeatureConfig = VoiceFeatureConfig()) -> np.ndarray:
+def voice_features(wave: np.ndarray, *, sample_rate: int = 16000, cfg: VoiceFeatureConfig = VoiceFeatureConfig(),
+                   frames: "FrameNetConfig | None" = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per-song voice statistics (module docstring, part 1).
 
     Parameters
     ----------
     wave : float array (N,), mono audio at ``sample_rate``; only the middle ``cfg.max_seconds`` are read
+    frames : if given, also return the song's voiced frames for the frame network (:func:`frame_features`,
+        read from the same STFT and f0 track)
 
     Returns
     -------
     float32 (D,) with D = ``len(voice_feature_names(cfg))``; the first twelve are the expression descriptors
     (:func:`encoders.expression.expression_features`). Statistics of things that do not occur are 0.
+    With ``frames``: the statistics and the (n, 2 B + 1) frames.
     """
     wave = np.asarray(wave, np.float32)
     keep = int(cfg.max_seconds * sample_rate)
@@ -251,29 +256,220 @@ def voice_features(wave: np.ndarray, *, sample_rate: int = 16000,
     lp = logpow.numpy()
     c = cents[voiced]
     pct = np.percentile(c, [10, 50, 90]) if len(c) else np.zeros(3)
-    return np.concatenate([expression, np.asarray(pct, np.float32),
-                           _spectral_features(lp, f0_hz, voiced, sample_rate, cfg),
-                           _contour_features(cents, voiced, fps, cfg, notes)]).astype(np.float32)
+    stats = np.concatenate([expression, np.asarray(pct, np.float32),
+                            _spectral_features(lp, f0_hz, voiced, sample_rate, cfg),
+                            _contour_features(cents, voiced, fps, cfg, notes)]).astype(np.float32)
+    if frames is None:
+        return stats
+    return stats, frame_features(lp, f0_hz, voiced, sample_rate=sample_rate, cfg=frames)
+
+
+# ------------------------------------------------------------------------------------------- frame network
+@dataclass(frozen=True)
+class FrameNetConfig:
+    n_bands: int = 72              # twelfth-octave grid: 100 Hz ...
+    band_lo_hz: float = 100.0      # ... 6 octaves (to 6.4 kHz)
+    n_harmonics: int = 64          # harmonics read per frame (those below the grid's top)
+    n_frames: int = 200            # voiced frames read per song, evenly spaced
+    hidden: int = 192              # frame MLP width
+    heads: int = 4                 # attention-pooling heads (plus a plain mean)
+    epochs: int = 20               # training: passes over the songs ...
+    batch: int = 64                # ... songs per step ...
+    keep: int = 128                # ... frames drawn at random from each song per step
+    lr: float = 2e-3               # one-cycle peak learning rate (AdamW, weight decay 1e-4)
+    folds: int = 2                 # networks trained on disjoint halves of the singers; the head is fitted on
+                                   # their out-of-fold estimates and the index uses their mean
+
+    @property
+    def in_dim(self) -> int:
+        return 2 * self.n_bands + 1
+
+
+def frame_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, *, sample_rate: int = 16000,
+                   cfg: FrameNetConfig = FrameNetConfig()) -> np.ndarray:
+    """What the frame network reads of each voiced frame: its harmonic envelope and its spectrum.
+
+    Parameters
+    ----------
+    logpow : (F, T) log-power STFT; f0_hz, voiced : (T,) its f0 track (:func:`encoders.expression.analyse`)
+
+    Returns
+    -------
+    float32 (n, 2 B + 1), n <= ``cfg.n_frames`` voiced frames (evenly spaced over the song), B = ``cfg.n_bands``:
+    the levels of the harmonics, interpolated in log frequency onto the band centres (0 outside the first and
+    last harmonic), and the band levels, both in dB relative to the frame's power from 100 Hz to the grid's
+    top; and log2(f0 / 100 Hz).
+    """
+    b = cfg.n_bands
+    idx = np.flatnonzero(voiced)
+    if len(idx) > cfg.n_frames:
+        idx = idx[np.linspace(0, len(idx) - 1, cfg.n_frames).round().astype(int)]
+    n_bins = logpow.shape[0]
+    bin_hz = sample_rate / (2 * (n_bins - 1))
+    freqs = np.arange(n_bins) * bin_hz
+    edges = cfg.band_lo_hz * 2 ** (np.arange(b + 1) / 12)
+    top = edges[-1]
+    power = np.exp(logpow[:, idx].astype(np.float64)).T  # (V, F)
+    band = np.searchsorted(edges, freqs, side="right") - 1  # (F,)
+    inside = (band >= 0) & (band < b)
+    average = np.zeros((n_bins, b))  # (F, B): mean over each band's bins
+    average[np.flatnonzero(inside), band[inside]] = 1.0
+    average /= np.maximum(average.sum(0), 1.0)
+    level = 10 * np.log10(power[:, (freqs >= cfg.band_lo_hz) & (freqs < top)].sum(1) + 1e-12)[:, None]  # (V, 1)
+    bands = 10 * np.log10(power @ average + 1e-12) - level  # (V, B)
+    f0 = f0_hz[idx]  # (V,)
+    peak, _, ok = harmonic_levels(10 * np.log10(power + 1e-12), f0, n_harmonics=cfg.n_harmonics, bin_hz=bin_hz)
+    h = np.arange(1, cfg.n_harmonics + 1)
+    last = (ok & (h[None] * f0[:, None] < top)).sum(1)  # (V,) usable harmonics (ok holds for 1..last)
+    pos = (edges[:-1] * 2 ** (1 / 24))[None] / f0[:, None]  # (V, B) harmonic number at each band centre
+    lo = np.clip(np.floor(pos).astype(int), 1, np.maximum(last - 1, 1)[:, None])  # (V, B)
+    w = np.log2(pos / lo) / np.log2((lo + 1) / lo)  # linear in log frequency between harmonics lo and lo + 1
+    rows = np.arange(len(idx))[:, None]
+    env = peak[rows, lo - 1] * (1 - w) + peak[rows, np.minimum(lo, cfg.n_harmonics - 1)] * w - level  # (V, B)
+    env[(pos < 1) | (pos > last[:, None]) | (last[:, None] < 2)] = 0.0
+    return np.hstack([env, bands, np.log2(f0 / cfg.band_lo_hz)[:, None]]).astype(np.float32)
+
+
+class FrameNet(nn.Module):
+    """Voiced frames of one song -> the standardised voice parameters (a DeepSets regressor).
+
+    Each frame goes through the same MLP; attention pooling (``heads`` softmax weightings over the frames) and
+    a plain mean summarise the song; a small MLP reads the summary. Unlike statistics averaged over all frames,
+    this can read formants off the frames where the harmonics sample them well (low notes, known vowels).
+    """
+
+    def __init__(self, cfg: FrameNetConfig, n_out: int):
+        super().__init__()
+        h = cfg.hidden
+        self.register_buffer("in_mean", torch.zeros(cfg.in_dim))
+        self.register_buffer("in_std", torch.ones(cfg.in_dim))
+        self.frame = nn.Sequential(nn.Linear(cfg.in_dim, h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, h))
+        self.attention = nn.Linear(h, cfg.heads)
+        self.out = nn.Sequential(nn.Linear(h * cfg.heads + h, h), nn.GELU(), nn.Linear(h, n_out))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D) frames, mask (B, N) True for real frames -> (B, P); a song needs at least one frame."""
+        z = self.frame((x - self.in_mean) / self.in_std)  # (B, N, h)
+        a = self.attention(z).masked_fill(~mask[..., None], float("-inf")).softmax(1)  # (B, N, K)
+        pooled = torch.einsum("bnk,bnh->bkh", a, z).flatten(1)  # (B, K h)
+        m = mask[..., None].to(z.dtype)  # (B, N, 1)
+        mean = (z * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, h)
+        return self.out(torch.cat([pooled, mean], 1))
+
+
+def _pad_frames(frames: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Songs' frames (each (n_i, D)) -> zero-padded (S, n, D) float32 and mask (S, n)."""
+    d = frames[0].shape[1] if len(frames) else 0
+    x = np.zeros((len(frames), n, d), np.float32)
+    mask = np.zeros((len(frames), n), bool)
+    for i, f in enumerate(frames):
+        x[i, :len(f)] = f[:n]
+        mask[i, :len(f)] = True
+    return x, mask
+
+
+def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Sequence, *,
+                     cfg: FrameNetConfig = FrameNetConfig(), seed: int = 0,
+                     progress: bool = True) -> tuple[list[FrameNet], np.ndarray]:
+    """Train ``cfg.folds`` frame networks on disjoint groups of singers.
+
+    Parameters
+    ----------
+    x : (S, n, D) songs' frames (:func:`frame_features`, zero-padded); mask : (S, n) real frames
+    y : (S, P) standardised parameters of each song's singer; groups : (S,) its singer
+
+    Returns
+    -------
+    the networks, and (S, P) out-of-fold estimates: each song estimated by the network that did not see its
+    singer (with one fold: in-sample)
+    """
+    from tqdm.auto import tqdm
+
+    labels = np.asarray(groups)
+    singers = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(rng.permutation(singers), np.arange(len(singers)) % cfg.folds))
+    fold = np.array([fold_of[s] for s in labels])
+    x_flat = x[mask][::10].astype(np.float64)  # (frames / 10, D): every tenth real frame sets the input scaling
+    in_mean, in_std = x_flat.mean(0), x_flat.std(0) + 1e-3
+    yt = torch.from_numpy(np.asarray(y, np.float32))
+    estimates = np.zeros(y.shape, np.float32)
+    nets = []
+    for k in range(cfg.folds):
+        train = np.flatnonzero(fold != k) if cfg.folds > 1 else np.arange(len(x))
+        torch.manual_seed(seed + k)
+        net = FrameNet(cfg, y.shape[1])
+        net.in_mean.copy_(torch.from_numpy(in_mean.astype(np.float32)))
+        net.in_std.copy_(torch.from_numpy(in_std.astype(np.float32)))
+        steps = max(len(train) // cfg.batch, 1)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps)
+        bar = tqdm(range(cfg.epochs), desc=f"frame network {k + 1}/{cfg.folds}", disable=not progress)
+        for _ in bar:
+            perm = rng.permutation(train)
+            total = 0.0
+            for s in range(steps):
+                b = perm[s * cfg.batch:(s + 1) * cfg.batch]
+                # a random subset of each song's real frames (padding sorts last)
+                order = np.argsort(~mask[b] + rng.random(mask[b].shape), axis=1)[:, :cfg.keep]  # (b, keep)
+                xb = torch.from_numpy(x[b[:, None], order].astype(np.float32))  # (b, keep, D)
+                mb = torch.from_numpy(mask[b[:, None], order])
+                loss = ((net(xb, mb) - yt[b]) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item()
+            bar.set_postfix(loss=f"{total / steps:.3f}")
+        net.eval()
+        held = np.flatnonzero(fold == k)
+        estimates[held] = _frame_estimates([net], x[held], mask[held])
+        nets.append(net)
+    return nets, estimates
+
+
+def _frame_estimates(nets: Sequence[FrameNet], x: np.ndarray, mask: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Mean estimate (S, P) of the networks for padded songs (S, n, D); songs without frames get 0."""
+    p = nets[0].out[-1].out_features
+    out = np.zeros((len(x), p), np.float32)
+    has = np.flatnonzero(mask.any(1))
+    with torch.no_grad():
+        for s in range(0, len(has), batch):
+            i = has[s:s + batch]
+            xb, mb = torch.from_numpy(x[i].astype(np.float32)), torch.from_numpy(mask[i])
+            out[i] = torch.stack([net(xb, mb) for net in nets]).mean(0).numpy()
+    return out
 
 
 class VoiceFeatureEmbedder:
-    """:func:`voice_features` behind the embedder interface of ``encoders.embed.embed_songs`` (raw rows)."""
+    """:func:`voice_features` behind the embedder interface of ``encoders.embed.embed_songs`` (raw rows).
+
+    With a ``head`` that has frame networks, each row ends with their estimates for the song
+    (:meth:`VoiceProfile.frame_estimates`), which the head reads with the statistics.
+    """
 
     name = "voice"
     input_kind = "waveform"
     version = VOICE_FEATURES_VERSION
 
-    def __init__(self, *, features: FeatureConfig = DEFAULT_FEATURES, cfg: VoiceFeatureConfig = VoiceFeatureConfig()):
+    def __init__(self, *, features: FeatureConfig = DEFAULT_FEATURES, cfg: VoiceFeatureConfig = VoiceFeatureConfig(),
+                 head: "VoiceProfile | None" = None):
         self.features = features
         self.cfg = cfg
-        self.dim = len(voice_feature_names(cfg))
+        self.head = head if head is not None and head.frame_cfg is not None else None
+        self.frame_net_sha = self.head.frame_net_sha if self.head is not None else None
+        self.dim = len(voice_feature_names(cfg)) + (self.head.dim if self.head is not None else 0)
 
     def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float32 voice statistics of mono waveforms at ``features.sample_rate``."""
         if len(waves) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return np.stack([voice_features(np.asarray(w), sample_rate=self.features.sample_rate, cfg=self.cfg)
-                         for w in waves])
+        sr = self.features.sample_rate
+        if self.head is None:
+            return np.stack([voice_features(np.asarray(w), sample_rate=sr, cfg=self.cfg) for w in waves])
+        stats, frames = zip(*(voice_features(np.asarray(w), sample_rate=sr, cfg=self.cfg, frames=self.head.frame_cfg)
+                              for w in waves))
+        return np.hstack([np.stack(stats), self.head.frame_estimates(frames)]).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ head
@@ -294,6 +490,8 @@ class ProfileConfig:
     kernel_alpha: float = 0.01          # ridge penalty of the kernel part
     kernel_share: float = 0.7           # estimate = (1 - share) x linear + share x kernel part
     # (the four kernel settings: 5-fold CV over 4,800 training singers, BENCHMARKS.md "Voice profile")
+    frame_net: dict | None = None       # asdict(FrameNetConfig) when the head has frame networks; their estimates
+                                        # are the last len(params) of the voice_dim columns
 
     @property
     def in_dim(self) -> int:
@@ -303,6 +501,7 @@ class ProfileConfig:
     def from_dict(cls, d: dict) -> "ProfileConfig":
         d = dict(d)
         d.setdefault("kernel_landmarks", 0)  # heads saved before the kernel part existed are linear
+        d.setdefault("frame_net", None)  # ... or before the frame networks
         return cls(**{**d, "params": tuple(d.get("params", ())), "alphas": tuple(d.get("alphas", cls.alphas))})
 
 
@@ -355,6 +554,28 @@ class VoiceProfile(nn.Module):
         self.register_buffer("k_bias", torch.zeros(p, dtype=torch.float64))
         self.register_buffer("y_mean", torch.zeros(p, dtype=torch.float64))  # parameter units of the training set
         self.register_buffer("y_std", torch.ones(p, dtype=torch.float64))
+        self.frame_cfg = FrameNetConfig(**cfg.frame_net) if cfg.frame_net else None
+        if self.frame_cfg is not None:
+            self.frame_nets = nn.ModuleList(FrameNet(self.frame_cfg, p) for _ in range(self.frame_cfg.folds))
+
+    @property
+    def frame_net_sha(self) -> str | None:
+        """sha256 of the frame networks' weights (None without them): voice rows made with other networks have
+        other estimates in their last columns."""
+        if self.frame_cfg is None:
+            return None
+        h = hashlib.sha256()
+        for name, t in self.frame_nets.state_dict().items():
+            h.update(name.encode() + t.detach().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def frame_estimates(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, P) mean estimate of the frame networks for N songs' :func:`frame_features` (0 for a song without
+        voiced frames)."""
+        if self.frame_cfg is None:
+            raise SingrecError("this voice profile head has no frame networks")
+        x, mask = _pad_frames(frames, self.frame_cfg.n_frames)
+        return _frame_estimates(list(self.frame_nets), x, mask)
 
     def similarities(self, z: torch.Tensor) -> torch.Tensor:
         """RBF similarities (G, m) of standardised inputs z (G, n) to the landmarks."""
@@ -488,8 +709,49 @@ def profile_from_checkpoint(ckpt: dict) -> VoiceProfile:
     return model.eval()
 
 
+def _song_frames(path: str, sample_rate: int, cfg: VoiceFeatureConfig, frames: FrameNetConfig) -> np.ndarray | None:
+    """float16 :func:`frame_features` of one audio file (None if it cannot be read); for a process pool."""
+    from threadpoolctl import threadpool_limits
+
+    from data.audio import load_audio
+
+    set_torch_threads(1)
+    try:
+        wave = load_audio(path, sr=sample_rate)
+    except SingrecError as exc:
+        log.warning("%s", exc)
+        return None
+    keep = int(cfg.max_seconds * sample_rate)  # the middle max_seconds, as voice_features reads
+    if wave.size > keep:
+        wave = wave[(wave.size - keep) // 2:][:keep]
+    with threadpool_limits(1):  # one BLAS thread per worker process
+        logpow, _, voiced, f0_hz = analyse(wave, sample_rate=sample_rate, cfg=cfg.track)
+        return frame_features(logpow.numpy(), f0_hz, voiced, sample_rate=sample_rate, cfg=frames).astype(np.float16)
+
+
+def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFeatureConfig = VoiceFeatureConfig(),
+                frames: FrameNetConfig = FrameNetConfig(), workers: int | None = None,
+                progress: bool = True) -> list[np.ndarray | None]:
+    """:func:`frame_features` (float16) of audio files, in ``workers`` processes (default: one per core); None
+    for a file that cannot be read."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from tqdm.auto import tqdm
+
+    work = partial(_song_frames, sample_rate=sample_rate, cfg=cfg, frames=frames)
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        return [work(p) for p in tqdm(paths, desc="frames", disable=not progress)]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(work, paths, chunksize=32), total=len(paths), desc="frames",
+                         disable=not progress))
+
+
 def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = True, command: str = "",
-                  seed: int = 0) -> Path:
+                  seed: int = 0, frame_net: FrameNetConfig | None = FrameNetConfig(),
+                  workers: int | None = None) -> Path:
     """Embed a synthetic catalogue (timbre vectors + voice features), fit the head on its ground truth and
     write ``out_path`` (a self-describing checkpoint of kind ``"profile"``).
 
@@ -498,6 +760,9 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     catalogue : a catalogue folder / manifest / :class:`~data.catalogue.Catalogue` with
         ``ground_truth/singers.csv`` beside its manifest (``singrec synth`` writes one)
     timbre_encoder : the timbre encoder whose vectors the head reads (default: the shipped one)
+    frame_net : train frame networks first (:func:`train_frame_nets`) and fit the head on the statistics plus
+        their out-of-fold estimates; None: statistics only
+    workers : processes reading the songs' frames (default: one per core)
     """
     import time
 
@@ -515,29 +780,77 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     timbre = timbre_encoder or load_encoder(DEFAULT_CHECKPOINTS["timbre"], kind="timbre")
     voice = VoiceFeatureEmbedder(features=timbre.features)
     out_path = Path(out_path)
-    # the songs' statistics are cached beside the checkpoint: refitting on the same catalogue, timbre encoder
-    # and statistics version does not embed the songs again
+    # the songs' statistics (and frames) are cached beside the checkpoint: refitting on the same catalogue, timbre
+    # encoder and statistics version does not read the songs again
     fingerprint = cat.fingerprint()  # stats every file: once
     key = f"{fingerprint} {getattr(timbre, 'checkpoint_sha256', '')} v{VOICE_FEATURES_VERSION}"
     cache = out_path.with_name(out_path.stem + ".songs.pt")
     cached = torch.load(cache, weights_only=True) if cache.is_file() else {}
+    paths = list(cat.songs["path"])
     if cached.get("key") == key:
         vecs = {"voice": cached["voice"].numpy(), "timbre": cached["timbre"].numpy()}
-        singers, n_failed = cached["singers"], cached["failed"]
+        singers, failed = cached["singers"], cached.get("failed_paths")
         log.info("reusing the song statistics cached in %s", cache)
+        if failed is None:  # caches written before failed_paths: only usable when nothing failed
+            if cached["failed"]:
+                raise SingrecError("the cached statistics do not say which songs failed; delete the cache", cache)
+            failed = []
     else:
-        vecs, failures = embed_songs(list(cat.songs["path"]), {"timbre": timbre, "voice": voice}, on_error="skip",
-                                     progress=progress)
+        vecs, failures = embed_songs(paths, {"timbre": timbre, "voice": voice}, on_error="skip", progress=progress)
         bad = {f.index for f in failures}
-        singers, n_failed = [s for i, s in enumerate(cat.songs["singer"]) if i not in bad], len(failures)
+        singers, failed = [s for i, s in enumerate(cat.songs["singer"]) if i not in bad], [paths[i] for i in sorted(bad)]
         atomic_torch_save({"key": key, "voice": torch.from_numpy(vecs["voice"]),
-                           "timbre": torch.from_numpy(vecs["timbre"]), "singers": list(singers), "failed": n_failed},
-                          cache)
-    cfg = ProfileConfig(voice_features=asdict(voice.cfg), timbre_sha256=getattr(timbre, "checkpoint_sha256", ""))
-    model, metrics = fit_profile(vecs["voice"], vecs["timbre"], singers, pd.read_csv(truth_path), cfg=cfg, seed=seed)
+                           "timbre": torch.from_numpy(vecs["timbre"]), "singers": list(singers),
+                           "failed": len(failed), "failed_paths": failed}, cache)
+    truth = pd.read_csv(truth_path)
+    cfg = ProfileConfig(voice_features=asdict(voice.cfg), timbre_sha256=getattr(timbre, "checkpoint_sha256", ""),
+                        frame_net=asdict(frame_net) if frame_net else None)
+    voice_rows, nets, frame_metrics = vecs["voice"], None, {}
+    if frame_net is not None:
+        frames_cache = out_path.with_name(out_path.stem + ".frames.npz")
+        frames_key = f"{key} frames {sorted(asdict(frame_net).items())}"
+        kept = [p for p in paths if p not in set(failed)]
+        have = np.load(frames_cache) if frames_cache.is_file() else {}
+        if "key" in have and str(have["key"]) == frames_key:
+            x, mask = have["x"], have["mask"]
+            log.info("reusing the song frames cached in %s", frames_cache)
+        else:
+            got = song_frames(kept, sample_rate=timbre.features.sample_rate, cfg=voice.cfg, frames=frame_net,
+                              workers=workers, progress=progress)
+            unread = [p for p, f in zip(kept, got) if f is None]
+            if unread:
+                raise SingrecError(f"{len(unread)} songs whose statistics were read could not be read for frames "
+                                   f"(e.g. {unread[0]})", cat.source)
+            x, mask = _pad_frames(got, frame_net.n_frames)
+            x = x.astype(np.float16)
+            tmp = frames_cache.with_name(frames_cache.name + ".tmp.npz")
+            np.savez(tmp, key=np.array(frames_key), x=x, mask=mask)
+            tmp.replace(frames_cache)
+        table = truth.set_index("singer")
+        cols = [c for c in truth.columns if c.startswith("p_")]
+        y_all = table[cols].to_numpy(np.float64)
+        y = (table.loc[list(singers), cols].to_numpy(np.float64) - y_all.mean(0)) / np.maximum(y_all.std(0), 1e-12)
+        t_nets = time.time()
+        nets, oof = train_frame_nets(x, mask, y.astype(np.float32), singers, cfg=frame_net, seed=seed,
+                                     progress=progress)
+        frame_metrics = {"frame_net_seconds": round(time.time() - t_nets, 1)}
+        voice_rows = np.hstack([vecs["voice"], oof])  # the head is fitted on out-of-fold estimates
+        frame_metrics["frame_net_oof_r2"] = _r2_by_singer(oof, y, singers, [c[2:] for c in cols])
+    model, metrics = fit_profile(voice_rows, vecs["timbre"], singers, truth, cfg=cfg, seed=seed)
+    if nets is not None:
+        model.frame_nets.load_state_dict(nn.ModuleList(nets).state_dict())
+        metrics.update(frame_metrics)
     path = save_checkpoint(out_path, kind="profile", model=model, config=asdict(model.cfg), features=timbre.features,
                            metrics=metrics,
-                           data={**cat.summary(), "failed": n_failed, "fingerprint": fingerprint},
+                           data={**cat.summary(), "failed": len(failed), "fingerprint": fingerprint},
                            train={"command": command, "seconds": round(time.time() - start, 1), "seed": seed,
                                   "timbre_checkpoint": getattr(timbre, "checkpoint_path", None)})
     return Path(path)
+
+
+def _r2_by_singer(estimates: np.ndarray, y: np.ndarray, singers: Sequence, params: Sequence[str]) -> dict:
+    """R^2 per parameter of song estimates averaged per singer, against standardised targets (song rows)."""
+    est = pd.DataFrame(estimates).groupby(np.asarray(singers), sort=False).mean().to_numpy()
+    truth = pd.DataFrame(y).groupby(np.asarray(singers), sort=False).mean().to_numpy()
+    r2 = 1 - ((est - truth) ** 2).mean(0) / truth.var(0)
+    return {"mean": float(r2.mean()), **{p: float(v) for p, v in zip(params, r2)}}

@@ -36,7 +36,7 @@ from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION
 from encoders.profile import PROFILE_UNITS, VOICE_FEATURES_VERSION, VoiceFeatureEmbedder, voice_feature_names
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
 from index.map import compute_map, reuse_map
-from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info, write_csv,
+from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info, voice_made_with, write_csv,
                          write_json, write_npy, write_npz, write_parquet)
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
     failures : [(position in ``paths``, reason)]
     """
     named = {k: encoders[k] for k in KINDS}
-    vectors, failed = embed_songs(paths, {**named, "voice": VoiceFeatureEmbedder(features=encoders["timbre"].features)},
-                                  on_error="skip", progress=False)
+    voice = VoiceFeatureEmbedder(features=encoders["timbre"].features, head=encoders.get("profile"))
+    vectors, failed = embed_songs(paths, {**named, "voice": voice}, on_error="skip", progress=False)
     failures = [(f.index, f.reason) for f in failed]
     bad = {i for i, _ in failures}
     durations = np.array([sf.info(p).duration for i, p in enumerate(paths) if i not in bad], np.float32)
@@ -89,7 +89,8 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
 def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({k: encoder_info(encoders[k])["sha256"] for k in KINDS}).encode())
-    h.update(f"{chunk_size} voice-v{VOICE_FEATURES_VERSION}\n".encode())
+    head = encoders.get("profile")
+    h.update(f"{chunk_size} voice-v{VOICE_FEATURES_VERSION} {head.frame_net_sha if head else None}\n".encode())
     h.update("\n".join(song_ids).encode())
     return h.hexdigest()
 
@@ -101,8 +102,25 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[dict, pd.DataFrame,
     vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy") for k in KINDS}
     if not has_current_voice(info):
         raise SingrecError("this index has no (or older) voice statistics; rebuild it without --append", index_dir)
-    vectors["voice"] = np.load(index_dir / "embeddings" / "songs_voice.npy")
+    if voice_made_with(info, encoders.get("profile")):
+        vectors["voice"] = np.load(index_dir / "embeddings" / "songs_voice.npy")
+    else:  # another head's frame networks made the last columns: the voices are read again (_refresh_voice)
+        vectors["voice"] = None
     return info, songs, vectors
+
+
+def _refresh_voice(paths: list[str], encoders: dict, progress: bool) -> np.ndarray:
+    """Voice rows of songs already indexed, read again for a profile head with other frame networks."""
+    head = encoders.get("profile")
+    log.info("the voice profile head's frame networks changed: reading the voices of %d indexed songs again",
+             len(paths))
+    vectors, failed = embed_songs(paths, {"voice": VoiceFeatureEmbedder(features=encoders["timbre"].features,
+                                                                         head=head)},
+                                  on_error="skip", progress=progress)
+    if failed:
+        raise SingrecError(f"{len(failed)} songs that are in the index could not be read again "
+                           f"(e.g. {failed[0].reason}); rebuild it without --append")
+    return vectors["voice"]
 
 
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
@@ -192,8 +210,13 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     if keep_prev.any():
         ids += prev_songs["song_id"][keep_prev].tolist()
         durs += prev_songs["duration"][keep_prev].tolist()
+        if prev_vectors["voice"] is None:
+            paths = cat.songs.set_index("song_id").loc[prev_songs["song_id"][keep_prev], "path"].tolist()
+            prev_vectors["voice"] = _refresh_voice(paths, encoders, progress)
+        else:
+            prev_vectors["voice"] = prev_vectors["voice"][keep_prev]
         for k in ALL_KINDS:
-            vecs[k].append(prev_vectors[k][keep_prev])
+            vecs[k].append(prev_vectors[k] if k == "voice" else prev_vectors[k][keep_prev])
     for c in range(n_chunks):
         with np.load(build_dir / f"part-{c:05d}.npz") as z:
             ids += z["song_ids"].tolist()
@@ -281,7 +304,9 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         "features": features.to_dict(),
         "expression": {"version": EXPRESSION_VERSION, "features": list(EXPRESSION_FEATURES)},
         "voice": {"version": VOICE_FEATURES_VERSION, "dim": int(song_voice.shape[1]),
-                  "features": voice_feature_names()},
+                  "features": voice_feature_names() + [f"frame_net_{p}" for p in (head.cfg.params if
+                                                                                 head and head.frame_cfg else ())],
+                  "frame_net": head.frame_net_sha if head is not None else None},
         "profile": None if head is None else {
             **encoder_info(head), "params": list(head.cfg.params),
             "units": [PROFILE_UNITS.get(p, "") for p in head.cfg.params],

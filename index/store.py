@@ -89,6 +89,13 @@ def has_current_voice(info: dict) -> bool:
     return has_current_expression(info) and info.get("voice", {}).get("version") == VOICE_FEATURES_VERSION
 
 
+def voice_made_with(info: dict, head) -> bool:
+    """Whether the index's voice rows end with the estimates of ``head``'s frame networks (or, for ``head`` None
+    or a head without them, with none): otherwise ``--append`` reads the songs' voices again."""
+    made = info.get("voice", {}).get("frame_net")
+    return made == (head.frame_net_sha if head is not None else None)
+
+
 def read_info(index_dir: str | Path) -> dict:
     """Read and check ``index.json`` (exists, parses, right format version)."""
     index_dir = Path(index_dir)

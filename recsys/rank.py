@@ -255,8 +255,9 @@ class Recommender:
         from encoders.embed import embed_songs
 
         encs = self.encoders()
-        out = embed_songs([source], {**encs, "voice": VoiceFeatureEmbedder(features=encs["timbre"].features)},
-                          progress=False, workers=1)
+        head = self.profile_head() if self.profile_kind == "profile" else None
+        voice = VoiceFeatureEmbedder(features=encs["timbre"].features, head=head)  # + the head's frame networks
+        out = embed_songs([source], {**encs, "voice": voice}, progress=False, workers=1)
         voice = out.pop("voice")
         if self.profile_kind == "profile":
             out["profile"] = self.profile_head().predict(voice, out["timbre"]).astype(np.float32)

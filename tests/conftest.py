@@ -35,12 +35,14 @@ def tiny_checkpoints(tmp_path_factory):
                     features=DEFAULT_FEATURES)
     # an unfitted voice profile head (seeded random weights) that reads this timbre encoder's vectors
     from encoders.checkpoint import file_sha256
-    from encoders.profile import ProfileConfig, VoiceProfile, voice_feature_names
+    from encoders.profile import FrameNetConfig, ProfileConfig, VoiceProfile, voice_feature_names
 
-    pcfg = ProfileConfig(params=("tessitura", "breath", "vib_rate"), voice_dim=len(voice_feature_names()),
-                         timbre_dim=tcfg.emb_dim, timbre_sha256=file_sha256(folder / "timbre.pt"), kernel_landmarks=8)
-    head = VoiceProfile(pcfg)
+    params = ("tessitura", "breath", "vib_rate")
+    pcfg = ProfileConfig(params=params, voice_dim=len(voice_feature_names()) + len(params),  # + frame networks'
+                         timbre_dim=tcfg.emb_dim, timbre_sha256=file_sha256(folder / "timbre.pt"), kernel_landmarks=8,
+                         frame_net=asdict(FrameNetConfig(hidden=16, n_frames=50)))
     torch.manual_seed(0)
+    head = VoiceProfile(pcfg)  # its frame networks: seeded random weights
     head.weight.normal_(0.0, 0.1)
     head.x_scale.fill_(100.0)
     head.landmarks.normal_(0.0, 0.05)  # a kernel part, so that index and ranking tests run its code path; it moves

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from data.errors import SingrecError
 from index.build import build_catalogue_index
@@ -284,3 +285,42 @@ def test_other_format_version_is_refused(tiny_index, tmp_path):
     (idx / "index.json").write_text(json.dumps(info))
     with pytest.raises(SingrecError, match="format version 99"):
         Recommender.load(idx)
+
+
+def test_append_with_other_frame_networks_reads_the_voices_again(tiny_catalogue, tiny_encoders, tiny_index, tmp_path,
+                                                                monkeypatch):
+    """The voice rows end with the profile head's frame-network estimates: a head with other frame networks
+    makes --append read the songs' voices again (and nothing else), as a full build with that head would."""
+    from dataclasses import asdict
+
+    import index.build
+    from encoders.checkpoint import load_encoder, save_checkpoint
+    from encoders.profile import VoiceProfile
+
+    old = tiny_encoders["profile"]
+    new = VoiceProfile(old.cfg)
+    new.load_state_dict(old.state_dict())
+    with torch.no_grad():
+        new.frame_nets[1].out[-1].bias.add_(0.5)
+    path = save_checkpoint(tmp_path / "ck" / "profile.pt", kind="profile", model=new, config=asdict(new.cfg),
+                           features=tiny_encoders["timbre"].features)
+    encoders = {**tiny_encoders, "profile": load_encoder(path, kind="profile")}
+    full = tmp_path / "full"
+    build_catalogue_index(tiny_catalogue, full, encoders=encoders, progress=False)
+
+    idx = tmp_path / "idx"
+    shutil.copytree(tiny_index, idx)
+
+    def not_again(*a, **k):
+        raise AssertionError("computed again")
+
+    for name in ("embed_files", "compute_map", "build_index"):
+        monkeypatch.setattr(index.build, name, not_again)
+    report = build_catalogue_index(tiny_catalogue, idx, encoders=encoders, append=True, progress=False)
+    assert (report.n_reused, report.n_embedded) == (12, 0)
+    voice = np.load(idx / "embeddings" / "songs_voice.npy")
+    np.testing.assert_allclose(voice, np.load(full / "embeddings" / "songs_voice.npy"), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(voice, np.load(tiny_index / "embeddings" / "songs_voice.npy"))
+    np.testing.assert_allclose(np.load(idx / "embeddings" / "singers_profile.npy"),
+                               np.load(full / "embeddings" / "singers_profile.npy"), rtol=1e-5, atol=1e-5)
+    assert read_info(idx)["voice"]["frame_net"] == encoders["profile"].frame_net_sha != old.frame_net_sha

@@ -172,7 +172,8 @@ def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tm
     assert res.exit_code == 0, res.output
     head = load_encoder(out / "profile.pt", kind="profile")
     ckpt = torch.load(out / "profile.pt", weights_only=True)
-    assert len(head.cfg.params) == 19 and head.cfg.voice_dim == len(NAMES)
+    assert len(head.cfg.params) == 19 and head.cfg.voice_dim == len(NAMES) + 19  # + the frame networks' estimates
+    assert len(head.frame_nets) == 2 and "frame_net_oof_r2" in ckpt["metrics"]
     assert head.cfg.timbre_sha256 == load_encoder(tiny_checkpoints / "timbre.pt").checkpoint_sha256
     assert ckpt["data"]["singers"] == 20 and "cv_ndcg@10" in ckpt["metrics"] and ckpt["train"]["command"]
     # refitting reuses the songs' cached statistics (nothing is embedded again) and gives the same head
@@ -185,7 +186,8 @@ def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tm
     res = CliRunner().invoke(app, ["train", str(cat), "--encoder", "profile", "--out", str(out),
                                    "--timbre-checkpoint", str(tiny_checkpoints / "timbre.pt")])
     assert res.exit_code == 0, res.output
-    assert torch.equal(load_encoder(out / "profile.pt").weight, head.weight)
+    again = load_encoder(out / "profile.pt")
+    assert torch.equal(again.weight, head.weight) and again.frame_net_sha == head.frame_net_sha
     # a catalogue without ground truth is refused with the reason
     (tmp_path / "cat" / "ground_truth" / "singers.csv").unlink()
     res = CliRunner().invoke(app, ["train", str(cat), "--encoder", "profile", "--out", str(out)])
@@ -209,3 +211,93 @@ def test_flat_notes_and_odd_songs_stay_bounded():
     assert (1e6 - head.x_mean[0].item()) / head.x_scale[0].item() > head.cfg.clip
     np.testing.assert_allclose(head.predict(odd, timbre[:1]), head.predict(odder, timbre[:1]))
     assert np.abs(head.predict(odd, timbre[:1])).max() < 10
+
+
+# ------------------------------------------------------------------------------------------ frame network
+def harmonic_tone(f0: float, seconds: float = 1.5, seed: int = 0) -> np.ndarray:
+    """A steady tone whose harmonic h has amplitude 1/h: its harmonic envelope falls 6.02 dB per octave."""
+    t = np.arange(int(seconds * SR)) / SR
+    y = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, int(7000 / f0)))
+    rng = np.random.default_rng(seed)
+    return (0.2 * y / np.abs(y).max() + 1e-4 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [150.0, 310.0])
+def test_frame_features_read_the_harmonic_envelope(f0):
+    from encoders.expression import analyse
+    from encoders.profile import FrameNetConfig, frame_features
+
+    cfg = FrameNetConfig(n_frames=40)
+    logpow, _, voiced, _ = analyse(harmonic_tone(f0), sample_rate=SR)
+    f0_hz = np.full(voiced.shape, f0)  # the f0 track is tested elsewhere (a whitened sawtooth fools it)
+    x = frame_features(logpow.numpy(), f0_hz, voiced, sample_rate=SR, cfg=cfg)  # (n, 2 B + 1)
+    assert x.shape == (40, cfg.in_dim) and np.isfinite(x).all()
+    np.testing.assert_allclose(2 ** x[:, -1] * cfg.band_lo_hz, f0, rtol=0.01)  # log2(f0 / 100 Hz)
+    centres = cfg.band_lo_hz * 2 ** ((np.arange(cfg.n_bands) + 0.5) / 12)
+    inside = (centres > 1.1 * f0) & (centres < 5000)
+    env = np.median(x[:, :cfg.n_bands], 0)
+    slope, _ = np.polyfit(np.log2(centres[inside]), env[inside], 1)
+    assert slope == pytest.approx(-6.02, abs=0.5)  # dB per octave, between the harmonics too
+    assert (env[centres < 0.9 * f0] == 0).all()  # below the first harmonic: nothing to read
+    # no voiced frame: an empty (0, D) array
+    assert frame_features(logpow.numpy(), f0_hz, np.zeros_like(voiced), sample_rate=SR, cfg=cfg).shape == (0, cfg.in_dim)
+
+
+def test_frame_net_ignores_padding_and_frame_order():
+    from encoders.profile import FrameNet, FrameNetConfig
+
+    cfg = FrameNetConfig(hidden=16)
+    torch.manual_seed(0)
+    net = FrameNet(cfg, 3).eval()
+    x = torch.randn(2, 30, cfg.in_dim)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[1, 20:] = False
+    with torch.no_grad():
+        out = net(x, mask)
+        x2 = x.clone()
+        x2[1, 20:] = 1e3  # what padding holds does not matter
+        assert torch.allclose(net(x2, mask), out, atol=1e-5)
+        perm = torch.randperm(20)
+        assert torch.allclose(net(x[1:, perm], mask[1:, :20]), out[1:], atol=1e-5)
+
+
+def test_frame_nets_learn_a_per_frame_peak_position_out_of_fold():
+    """The target is the mean position of each frame's peak, a non-linear function of the frames; the
+    out-of-fold estimates come from the network that never saw the song's group."""
+    from encoders.profile import FrameNetConfig, train_frame_nets
+
+    rng = np.random.default_rng(0)
+    cfg = FrameNetConfig(hidden=32, n_bands=8, n_frames=20, keep=20, epochs=30, batch=32, lr=3e-3)
+    n_groups, per = 150, 2
+    centre = rng.uniform(1, 6, n_groups)  # each group's own peak position on the 8-band grid
+    groups = np.repeat(np.arange(n_groups), per)
+    pos = centre[groups][:, None] + rng.normal(0, 0.5, (len(groups), cfg.n_frames))  # (S, n)
+    bands = np.arange(cfg.n_bands)
+    x = np.exp(-0.5 * (bands[None, None] - pos[..., None]) ** 2)  # (S, n, B): one peak per frame
+    x = np.concatenate([x, rng.normal(0, 0.1, x.shape), np.zeros(x.shape[:2] + (1,))], axis=2).astype(np.float32)
+    mask = np.ones(x.shape[:2], bool)
+    y = ((centre[groups] - 3.5) / 1.45)[:, None].astype(np.float32)
+    nets, oof = train_frame_nets(x, mask, y, groups, cfg=cfg, seed=0, progress=False)
+    assert len(nets) == cfg.folds
+    r2 = 1 - ((oof - y) ** 2).mean() / y.var()
+    assert r2 > 0.8, r2
+
+
+def test_a_head_with_frame_networks_round_trips_and_embeds_them(tiny_checkpoints):
+    from encoders.profile import VoiceFeatureEmbedder
+
+    head = load_profile_head(tiny_checkpoints)
+    assert head.frame_cfg is not None and len(head.frame_nets) == 2
+    again = load_encoder(tiny_checkpoints / "profile.pt")
+    assert again.frame_net_sha == head.frame_net_sha
+    waves = [glided_notes(0.1, n=2), np.zeros(SR, np.float32)]  # a voice, and a song without voiced frames
+    assert voice_features(waves[1]).shape == (len(NAMES),)  # no voiced frame: zeros of the same width
+    rows = VoiceFeatureEmbedder(head=head).embed_waveforms(waves)
+    stats = VoiceFeatureEmbedder().embed_waveforms(waves)
+    assert rows.shape == (2, head.cfg.voice_dim) and np.array_equal(rows[:, :stats.shape[1]], stats)
+    lp_frames = [voice_features(w, frames=head.frame_cfg)[1] for w in waves]
+    np.testing.assert_allclose(rows[:, stats.shape[1]:], head.frame_estimates(lp_frames), rtol=1e-5, atol=1e-6)
+    assert (rows[1, stats.shape[1]:] == 0).all() and np.abs(rows[0, stats.shape[1]:]).sum() > 0
+    with torch.no_grad():
+        head.frame_nets[0].out[-1].bias.add_(1.0)
+    assert head.frame_net_sha != again.frame_net_sha  # the hash follows the weights
