@@ -3,13 +3,15 @@ with like: the same ranking, the same voice statistics and the same kind of head
 where the shipped system has its learned timbre vectors.
 
 It reads the song statistics that ``singrec train CATALOGUE --encoder profile --out OUT`` cached in
-``OUT/profile.songs.pt`` (the voice statistics of every training song), computes the MFCC statistics of the
-same songs, fixes the MFCC standardisation on them, and fits the head exactly as the shipped one is fitted
-(:func:`encoders.profile.fit_profile`). Writes ``DIR/profile.pt`` (a profile checkpoint whose "timbre" is the
-MFCC baseline) and ``DIR/mfcc.npz`` (the MFCC standardisation: mean, scale).
+``OUT/profile.songs.pt`` (the voice statistics of every training song) and, for a head with frame networks,
+the out-of-fold frame-network estimates it wrote to ``OUT/profile.frame_estimates.npz``; computes the MFCC
+statistics of the same songs, fixes the MFCC standardisation on them, and fits the head exactly as the shipped
+one is fitted (:func:`encoders.profile.fit_profile`), with the shipped head's frame networks. Writes
+``DIR/profile.pt`` (a profile checkpoint whose "timbre" is the MFCC baseline) and ``DIR/mfcc.npz`` (the MFCC
+standardisation: mean, scale).
 
 Run: ``.venv/bin/python benchmarks/mfcc_head.py out/profile-data-4800 --songs-cache out/profile4800/profile.songs.pt
---out out/mfcc-head``
+--profile out/profile4800/profile.pt --out out/mfcc-head``
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ from data.errors import SingrecError
 from data.synth import singer_truth_path
 from encoders.base import set_torch_threads
 from encoders.baselines import MFCCEmbedder
-from encoders.checkpoint import save_checkpoint
-from encoders.profile import VOICE_FEATURES_VERSION, fit_profile
+from encoders.checkpoint import load_encoder, save_checkpoint
+from encoders.profile import VOICE_FEATURES_VERSION, ProfileConfig, fit_profile
 
 
 def _raw_mfcc(paths: list[str]) -> np.ndarray:
@@ -47,6 +49,8 @@ def main() -> None:
     ap.add_argument("catalogue", type=Path, help="the synthetic training catalogue of the shipped head")
     ap.add_argument("--songs-cache", type=Path, required=True, help="profile.songs.pt written by singrec train")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="the shipped head (profile.pt beside the cache); its frame networks are used too")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     t0 = time.time()
@@ -63,8 +67,19 @@ def main() -> None:
         raw = np.concatenate(list(tqdm(pool.map(_raw_mfcc, chunks), total=len(chunks), unit="chunk", desc="mfcc")))
     mfcc = MFCCEmbedder().fit(raw)
     vectors = mfcc.transform(raw)  # (N, 40) unit rows, as an index stores them
-    head, metrics = fit_profile(cache["voice"].numpy(), vectors, cache["singers"],
-                                pd.read_csv(singer_truth_path(cat.source)))
+    voice, cfg, shipped = cache["voice"].numpy(), ProfileConfig(), None
+    if args.profile:
+        shipped = load_encoder(args.profile, kind="profile")
+    if shipped is not None and shipped.frame_cfg is not None:
+        with np.load(args.profile.with_name(args.profile.stem + ".frame_estimates.npz")) as z:
+            if str(z["frame_net_sha"]) != shipped.frame_net_sha or list(z["singers"]) != list(cache["singers"]):
+                raise SingrecError("the frame-network estimates are not those of this head's training songs",
+                                   args.profile)
+            voice = np.hstack([voice, z["estimates"]])
+        cfg = ProfileConfig(frame_net=shipped.cfg.frame_net)
+    head, metrics = fit_profile(voice, vectors, cache["singers"], pd.read_csv(singer_truth_path(cat.source)), cfg=cfg)
+    if cfg.frame_net:
+        head.frame_nets.load_state_dict(shipped.frame_nets.state_dict())
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out / "profile.pt", kind="profile", model=head, config=asdict(head.cfg),
                     features=mfcc.features, metrics=metrics,

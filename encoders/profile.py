@@ -8,7 +8,7 @@ synthetic singer (``data/synth.py``: tessitura, formant scale and shifts, open q
 jitter, shimmer, vibrato rate/depth/delay, singer's formant, nasality, scoop, glide), read off by a ridge
 head from song statistics. Singers close in profile are singers whose voices are described alike.
 
-Two parts:
+Three parts:
 
 1. :func:`voice_features` -- 186 per-song statistics from one STFT and the f0 track of
    ``encoders/expression.py`` (no learning): the twelve expression descriptors; f0 percentiles; the
@@ -18,8 +18,15 @@ Two parts:
    autocorrelation of the pitch residual, its build-up over the first 0.7 s of a note), scoops on detached
    notes, legato transitions (interval / peak slope, durations) and pitch micro-variation. Songs longer
    than ``max_seconds`` (20 s) are read from their middle.
-2. :class:`VoiceProfile` -- ridge regression from a singer's statistics (median and mean over its songs
-   of the voice features and the timbre vectors) to the standardised parameters: a weighted mean (0.3 / 0.7)
+2. Frame networks (:class:`FrameNet`, learnt) -- a DeepSets regressor over up to 200 voiced frames of a song,
+   each described by its harmonic envelope and spectrum on a twelfth-octave grid (:func:`frame_features`,
+   from the same STFT and f0 track), estimating the same parameters. Statistics averaged over all frames
+   blur formants that move with the vowel; a network that reads each frame before pooling can use the frames
+   where the harmonics sample the formants well. Two networks are trained on disjoint halves of the training
+   singers; the head below is fitted on their out-of-fold estimates, and the index appends their mean
+   estimate for each song to its statistics.
+3. :class:`VoiceProfile` -- ridge regression from a singer's statistics (median and mean over its songs
+   of the voice features, frame-network estimates and timbre vectors) to the standardised parameters: a weighted mean (0.3 / 0.7)
    of a linear ridge and a kernel ridge (RBF similarities to 2000 training singers), fitted by :func:`fit_profile` on a
    synthetic catalogue's ground truth (``singrec train --encoder profile``). A single song or clip is
    profiled from its own statistics. Standardised inputs are clipped to +-6, so one odd song cannot throw
@@ -29,10 +36,11 @@ The head is learnt from the synthesizer's parameters, so on real recordings its 
 synthesizer's terms (e.g. "breath" is the level of aspiration noise the model would need); the features
 themselves are ordinary signal statistics. Measured held-out figures are in BENCHMARKS.md.
 
-Hand-written statistics and a ridge head rather than a learnt network: the head fits in a minute on the
-CPU, the statistics share the expression descriptors' STFT and f0 track (indexing with them runs at ~350x
-real time), and on the same singers a 256-unit MLP head scored below the linear ridge, while the kernel
-part adds what the linear map misses (BENCHMARKS.md, "Voice profile in the ranking").
+Hand-written statistics and a ridge head as well as the frame networks: the statistics share the expression
+descriptors' STFT and f0 track and carry the pitch-contour habits (vibrato, scoops, glides) that the frame
+networks, which see frames without their order, cannot; on the same singers a 256-unit MLP head on the
+statistics scored below the linear ridge, while the kernel part adds what the linear map misses and the frame
+networks add what the statistics blur (BENCHMARKS.md, "Voice profile").
 """
 from __future__ import annotations
 
@@ -798,7 +806,8 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     else:
         vecs, failures = embed_songs(paths, {"timbre": timbre, "voice": voice}, on_error="skip", progress=progress)
         bad = {f.index for f in failures}
-        singers, failed = [s for i, s in enumerate(cat.songs["singer"]) if i not in bad], [paths[i] for i in sorted(bad)]
+        singers = [s for i, s in enumerate(cat.songs["singer"]) if i not in bad]
+        failed = [paths[i] for i in sorted(bad)]
         atomic_torch_save({"key": key, "voice": torch.from_numpy(vecs["voice"]),
                            "timbre": torch.from_numpy(vecs["timbre"]), "singers": list(singers),
                            "failed": len(failed), "failed_paths": failed}, cache)
@@ -840,6 +849,10 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     if nets is not None:
         model.frame_nets.load_state_dict(nn.ModuleList(nets).state_dict())
         metrics.update(frame_metrics)
+        # the out-of-fold estimates the head was fitted on, for heads fitted on other vectors with the same
+        # frame networks (benchmarks/mfcc_head.py)
+        np.savez(out_path.with_name(out_path.stem + ".frame_estimates.npz"), estimates=oof,
+                 frame_net_sha=np.array(model.frame_net_sha), singers=np.array(list(singers)))
     path = save_checkpoint(out_path, kind="profile", model=model, config=asdict(model.cfg), features=timbre.features,
                            metrics=metrics,
                            data={**cat.summary(), "failed": len(failed), "fingerprint": fingerprint},

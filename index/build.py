@@ -36,8 +36,8 @@ from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION
 from encoders.profile import PROFILE_UNITS, VOICE_FEATURES_VERSION, VoiceFeatureEmbedder, voice_feature_names
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
 from index.map import compute_map, reuse_map
-from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info, voice_made_with, write_csv,
-                         write_json, write_npy, write_npz, write_parquet)
+from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info,
+                         voice_made_with, write_csv, write_json, write_npy, write_npz, write_parquet)
 
 log = logging.getLogger(__name__)
 

@@ -250,8 +250,9 @@ def demo(
         fresh = refresh = False
     if fresh:
         typer.echo(f"[2/3] index: up to date in {index_dir}")
-    elif refresh:  # only the profile head changed: the songs' vectors and statistics are reused
-        typer.echo(f"[2/3] index: the voice profile head changed; recomputing the profiles in {index_dir} ...")
+    elif refresh:  # only the profile head changed: the songs' vectors (and statistics) are reused
+        typer.echo(f"[2/3] index: the voice profile head changed; recomputing the profiles in {index_dir} (and "
+                   "reading the voices again if its frame networks changed) ...")
         typer.echo("      " + _run(build_catalogue_index, cat, index_dir, append=True).summary())
     else:
         typer.echo(f"[2/3] index: embedding {len(cat)} songs with the shipped encoders into {index_dir} ...")
