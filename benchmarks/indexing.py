@@ -2,7 +2,9 @@
 
 Synthesizes a catalogue (or takes --catalogue), then runs ``build_catalogue_index`` with the shipped encoders
 three times into fresh folders and reports the median; the embedding stage (decode + features + both encoders + the
-voice statistics of encoders/profile.py, which include the expression descriptors) and the whole build (including FAISS, tables and the UMAP map, with numba already warm) are timed separately.
+voice statistics of encoders/profile.py, which include the expression descriptors, and the profile head's frame
+networks) and the whole build (including FAISS, tables and the UMAP map, with numba already warm) are timed
+separately.
 
 Run: ``.venv/bin/python benchmarks/indexing.py [--catalogue DIR] [--singers 20 --songs 3 --seconds 60]``
 """
@@ -51,7 +53,7 @@ def main() -> None:
         for r in range(args.runs):
             t0 = time.perf_counter()
             embed_songs(cat.songs["path"].tolist(), {"timbre": encoders["timbre"], "melody": encoders["melody"],
-                                                     "voice": VoiceFeatureEmbedder()}, progress=False)
+                                                     "voice": VoiceFeatureEmbedder(head=head)}, progress=False)
             embed_t.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             report = build_catalogue_index(cat, work / f"run{r}", encoders=encoders, progress=False)
@@ -61,7 +63,8 @@ def main() -> None:
         print(f"\ncatalogue: {len(cat)} songs, {audio / 60:.1f} min of audio; median of {args.runs} runs")
         print("| stage | seconds | x real time | 3-min song |")
         print("|---|---|---|---|")
-        print(f"| embedding (decode + log-mel + timbre + melody + voice statistics) | {e:.2f} | {audio / e:.0f}x | {180 * e / audio:.2f} s |")
+        print(f"| embedding (decode + log-mel + timbre + melody + voice statistics and frame networks) | {e:.2f} | "
+              f"{audio / e:.0f}x | {180 * e / audio:.2f} s |")
         print(f"| whole build (+ FAISS, tables, UMAP map) | {t:.2f} | {audio / t:.0f}x | {180 * t / audio:.2f} s |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
