@@ -83,6 +83,15 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(e == 1), np.flatnonzero(e == -1)))
 
 
+def _middle(wave: np.ndarray, seconds: float, sample_rate: int) -> np.ndarray:
+    """The middle ``seconds`` of a waveform (all of it if shorter)."""
+    keep = int(seconds * sample_rate)
+    if wave.size <= keep:
+        return wave
+    start = (wave.size - keep) // 2
+    return wave[start:start + keep]
+
+
 def _median_rows(rows: list, width: int) -> list[float]:
     return list(np.median(np.asarray(rows, np.float64), axis=0)) if rows else [0.0] * width
 
@@ -251,11 +260,7 @@ def voice_features(wave: np.ndarray, *, sample_rate: int = 16000, cfg: VoiceFeat
     (:func:`encoders.expression.expression_features`). Statistics of things that do not occur are 0.
     With ``frames``: the statistics and the (n, 2 B + 1) frames.
     """
-    wave = np.asarray(wave, np.float32)
-    keep = int(cfg.max_seconds * sample_rate)
-    if wave.size > keep:
-        start = (wave.size - keep) // 2
-        wave = wave[start:start + keep]
+    wave = _middle(np.asarray(wave, np.float32), cfg.max_seconds, sample_rate)
     logpow, cents, voiced, f0_hz = analyse(wave, sample_rate=sample_rate, cfg=cfg.track)  # (F, T), (T,) x3
     fps = sample_rate / cfg.track.hop_length
     notes = note_spans(cents, voiced, fps=fps, cfg=cfg.track)  # read by both the expression and the contour part
@@ -465,7 +470,6 @@ class VoiceFeatureEmbedder:
         self.features = features
         self.cfg = cfg
         self.head = head if head is not None and head.frame_cfg is not None else None
-        self.frame_net_sha = self.head.frame_net_sha if self.head is not None else None
         self.dim = len(voice_feature_names(cfg)) + (self.head.dim if self.head is not None else 0)
 
     def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
@@ -729,9 +733,7 @@ def _song_frames(path: str, sample_rate: int, cfg: VoiceFeatureConfig, frames: F
     except SingrecError as exc:
         log.warning("%s", exc)
         return None
-    keep = int(cfg.max_seconds * sample_rate)  # the middle max_seconds, as voice_features reads
-    if wave.size > keep:
-        wave = wave[(wave.size - keep) // 2:][:keep]
+    wave = _middle(wave, cfg.max_seconds, sample_rate)
     with threadpool_limits(1):  # one BLAS thread per worker process
         logpow, _, voiced, f0_hz = analyse(wave, sample_rate=sample_rate, cfg=cfg.track)
         return frame_features(logpow.numpy(), f0_hz, voiced, sample_rate=sample_rate, cfg=frames).astype(np.float16)

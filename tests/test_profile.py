@@ -178,11 +178,13 @@ def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tm
     assert ckpt["data"]["singers"] == 20 and "cv_ndcg@10" in ckpt["metrics"] and ckpt["train"]["command"]
     # refitting reuses the songs' cached statistics (nothing is embedded again) and gives the same head
     import encoders.embed
+    import encoders.profile
 
     def no_embedding(*a, **k):
         raise AssertionError("songs embedded again")
 
     monkeypatch.setattr(encoders.embed, "embed_songs", no_embedding)
+    monkeypatch.setattr(encoders.profile, "song_frames", no_embedding)  # the frames are cached too
     res = CliRunner().invoke(app, ["train", str(cat), "--encoder", "profile", "--out", str(out),
                                    "--timbre-checkpoint", str(tiny_checkpoints / "timbre.pt")])
     assert res.exit_code == 0, res.output
