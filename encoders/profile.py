@@ -819,7 +819,7 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     voice_rows, nets, frame_metrics = vecs["voice"], None, {}
     if frame_net is not None:
         frames_cache = out_path.with_name(out_path.stem + ".frames.npz")
-        frames_key = f"{key} frames {sorted(asdict(frame_net).items())}"
+        frames_key = f"{key} frames {_frame_reading(frame_net)}"  # training settings do not change the frames
         kept = [p for p in paths if p not in set(failed)]
         have = np.load(frames_cache) if frames_cache.is_file() else {}
         if "key" in have and str(have["key"]) == frames_key:
@@ -861,6 +861,12 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
                            train={"command": command, "seconds": round(time.time() - start, 1), "seed": seed,
                                   "timbre_checkpoint": getattr(timbre, "checkpoint_path", None)})
     return Path(path)
+
+
+def _frame_reading(cfg: FrameNetConfig) -> str:
+    """The settings that decide what :func:`frame_features` returns (the frames cache's key)."""
+    return str(sorted((k, v) for k, v in asdict(cfg).items() if k in ("n_bands", "band_lo_hz", "n_harmonics",
+                                                                       "n_frames")))
 
 
 def _r2_by_singer(estimates: np.ndarray, y: np.ndarray, singers: Sequence, params: Sequence[str]) -> dict:
