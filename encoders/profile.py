@@ -22,9 +22,10 @@ Three parts:
    each described by its harmonic envelope and spectrum on a twelfth-octave grid (:func:`frame_features`,
    from the same STFT and f0 track), estimating the same parameters. Statistics averaged over all frames
    blur formants that move with the vowel; a network that reads each frame before pooling can use the frames
-   where the harmonics sample the formants well. Two networks are trained on disjoint halves of the training
-   singers; the head below is fitted on their out-of-fold estimates, and the index appends their mean
-   estimate for each song to its statistics.
+   where the harmonics sample the formants well. Four networks are trained, each without one quarter of the
+   training singers; the head below is fitted on their out-of-fold estimates (each song estimated by the
+   network that never saw its singer), and the index appends their mean estimate for each song to its
+   statistics.
 3. :class:`VoiceProfile` -- ridge regression from a singer's statistics (median and mean over its songs
    of the voice features, frame-network estimates and timbre vectors) to the standardised parameters: a weighted mean (0.3 / 0.7)
    of a linear ridge and a kernel ridge (RBF similarities to 2000 training singers), fitted by :func:`fit_profile` on a
@@ -290,8 +291,9 @@ class FrameNetConfig:
     batch: int = 64                # ... songs per step ...
     keep: int = 128                # ... frames drawn at random from each song per step
     lr: float = 2e-3               # one-cycle peak learning rate (AdamW, weight decay 1e-4)
-    folds: int = 2                 # networks trained on disjoint halves of the singers; the head is fitted on
-                                   # their out-of-fold estimates and the index uses their mean
+    folds: int = 4                 # networks, each trained without one of this many groups of the singers; the
+                                   # head is fitted on their out-of-fold estimates and the index uses their mean
+                                   # (4 rather than 2: each network sees 3/4 of the singers; BENCHMARKS.md)
 
     @property
     def in_dim(self) -> int:
