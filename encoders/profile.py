@@ -27,11 +27,11 @@ Three parts:
    network that never saw its singer), and the index appends their mean estimate for each song to its
    statistics.
 3. :class:`VoiceProfile` -- ridge regression from a singer's statistics (median and mean over its songs
-   of the voice features, frame-network estimates and timbre vectors) to the standardised parameters: a weighted mean (0.3 / 0.7)
-   of a linear ridge and a kernel ridge (RBF similarities to 2000 training singers), fitted by :func:`fit_profile` on a
-   synthetic catalogue's ground truth (``singrec train --encoder profile``). A single song or clip is
-   profiled from its own statistics. Standardised inputs are clipped to +-6, so one odd song cannot throw
-   a singer far outside the training range.
+   of the voice features, frame-network estimates and timbre vectors) to the standardised parameters: a
+   weighted mean (0.3 / 0.7) of a linear ridge and a kernel ridge (RBF similarities to 2000 training singers),
+   fitted by :func:`fit_profile` on a synthetic catalogue's ground truth (``singrec train --encoder
+   profile``). A single song or clip is profiled from its own statistics. Standardised inputs are clipped to
+   +-6, so one odd song cannot throw a singer far outside the training range.
 
 The head is learnt from the synthesizer's parameters, so on real recordings its outputs are estimates in the
 synthesizer's terms (e.g. "breath" is the level of aspiration noise the model would need); the features
@@ -299,6 +299,12 @@ class FrameNetConfig:
     def in_dim(self) -> int:
         return 2 * self.n_bands + 1
 
+    def frames_key(self) -> str:
+        """The settings that decide what :func:`frame_features` returns (not the training ones): a frames cache's
+        key."""
+        return str(sorted((k, v) for k, v in asdict(self).items()
+                          if k in ("n_bands", "band_lo_hz", "n_harmonics", "n_frames")))
+
 
 def frame_features(logpow: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, *, sample_rate: int = 16000,
                    cfg: FrameNetConfig = FrameNetConfig()) -> np.ndarray:
@@ -472,7 +478,9 @@ class VoiceFeatureEmbedder:
         self.features = features
         self.cfg = cfg
         self.head = head if head is not None and head.frame_cfg is not None else None
-        self.dim = len(voice_feature_names(cfg)) + (self.head.dim if self.head is not None else 0)
+        frame_columns = [f"frame_net_{p}" for p in self.head.cfg.params] if self.head is not None else []
+        self.names = voice_feature_names(cfg) + frame_columns  # of the row's columns
+        self.dim = len(self.names)
 
     def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float32 voice statistics of mono waveforms at ``features.sample_rate``."""
@@ -723,22 +731,26 @@ def profile_from_checkpoint(ckpt: dict) -> VoiceProfile:
     return model.eval()
 
 
-def _song_frames(path: str, sample_rate: int, cfg: VoiceFeatureConfig, frames: FrameNetConfig) -> np.ndarray | None:
-    """float16 :func:`frame_features` of one audio file (None if it cannot be read); for a process pool."""
+def _one_thread() -> None:
+    """Worker-process initializer: one torch and one BLAS thread per process (the processes share the cores)."""
     from threadpoolctl import threadpool_limits
 
+    set_torch_threads(1)
+    threadpool_limits(1)  # for the rest of the process (set once: ~2 ms per call)
+
+
+def _song_frames(path: str, sample_rate: int, cfg: VoiceFeatureConfig, frames: FrameNetConfig) -> np.ndarray | None:
+    """float16 :func:`frame_features` of one audio file (None if it cannot be read)."""
     from data.audio import load_audio
 
-    set_torch_threads(1)
     try:
         wave = load_audio(path, sr=sample_rate)
     except SingrecError as exc:
         log.warning("%s", exc)
         return None
-    wave = _middle(wave, cfg.max_seconds, sample_rate)
-    with threadpool_limits(1):  # one BLAS thread per worker process
-        logpow, _, voiced, f0_hz = analyse(wave, sample_rate=sample_rate, cfg=cfg.track)
-        return frame_features(logpow.numpy(), f0_hz, voiced, sample_rate=sample_rate, cfg=frames).astype(np.float16)
+    wave = _middle(wave, cfg.max_seconds, sample_rate)  # what voice_features reads, without its statistics
+    logpow, _, voiced, f0_hz = analyse(wave, sample_rate=sample_rate, cfg=cfg.track)
+    return frame_features(logpow.numpy(), f0_hz, voiced, sample_rate=sample_rate, cfg=frames).astype(np.float16)
 
 
 def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFeatureConfig = VoiceFeatureConfig(),
@@ -756,7 +768,7 @@ def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFea
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         return [work(p) for p in tqdm(paths, desc="frames", disable=not progress)]
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
         return list(tqdm(pool.map(work, paths, chunksize=32), total=len(paths), desc="frames",
                          disable=not progress))
 
@@ -821,13 +833,14 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     voice_rows, nets, frame_metrics = vecs["voice"], None, {}
     if frame_net is not None:
         frames_cache = out_path.with_name(out_path.stem + ".frames.npz")
-        frames_key = f"{key} frames {_frame_reading(frame_net)}"  # training settings do not change the frames
-        kept = [p for p in paths if p not in set(failed)]
-        have = np.load(frames_cache) if frames_cache.is_file() else {}
-        if "key" in have and str(have["key"]) == frames_key:
-            x, mask = have["x"], have["mask"]
+        frames_key = f"{key} frames {frame_net.frames_key()}"
+        cached_frames = _read_frames_cache(frames_cache, frames_key)
+        if cached_frames is not None:
+            x, mask = cached_frames
             log.info("reusing the song frames cached in %s", frames_cache)
         else:
+            failed_set = set(failed)
+            kept = [p for p in paths if p not in failed_set]
             got = song_frames(kept, sample_rate=timbre.features.sample_rate, cfg=voice.cfg, frames=frame_net,
                               workers=workers, progress=progress)
             unread = [p for p, f in zip(kept, got) if f is None]
@@ -865,10 +878,12 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     return Path(path)
 
 
-def _frame_reading(cfg: FrameNetConfig) -> str:
-    """The settings that decide what :func:`frame_features` returns (the frames cache's key)."""
-    return str(sorted((k, v) for k, v in asdict(cfg).items() if k in ("n_bands", "band_lo_hz", "n_harmonics",
-                                                                       "n_frames")))
+def _read_frames_cache(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, mask) of a frames cache written for ``key``, or None (no cache, or one for other settings)."""
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return (z["x"], z["mask"]) if str(z["key"]) == key else None
 
 
 def _r2_by_singer(estimates: np.ndarray, y: np.ndarray, singers: Sequence, params: Sequence[str]) -> dict:

@@ -33,7 +33,7 @@ from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
 from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION
-from encoders.profile import PROFILE_UNITS, VOICE_FEATURES_VERSION, VoiceFeatureEmbedder, voice_feature_names
+from encoders.profile import PROFILE_UNITS, VOICE_FEATURES_VERSION, VoiceFeatureEmbedder
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
 from index.map import compute_map, reuse_map
 from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info,
@@ -208,15 +208,15 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     ids, durs, vecs, fails = [], [], {k: [] for k in ALL_KINDS}, []
     keep_prev = prev_songs["song_id"].isin(set(cat.songs["song_id"])).to_numpy()
     if keep_prev.any():
-        ids += prev_songs["song_id"][keep_prev].tolist()
+        kept_ids = prev_songs["song_id"][keep_prev]
+        ids += kept_ids.tolist()
         durs += prev_songs["duration"][keep_prev].tolist()
-        if prev_vectors["voice"] is None:
-            paths = cat.songs.set_index("song_id").loc[prev_songs["song_id"][keep_prev], "path"].tolist()
-            prev_vectors["voice"] = _refresh_voice(paths, encoders, progress)
-        else:
-            prev_vectors["voice"] = prev_vectors["voice"][keep_prev]
         for k in ALL_KINDS:
-            vecs[k].append(prev_vectors[k] if k == "voice" else prev_vectors[k][keep_prev])
+            if prev_vectors[k] is not None:
+                vecs[k].append(prev_vectors[k][keep_prev])
+            else:  # voice rows made by other frame networks (_load_previous)
+                vecs[k].append(_refresh_voice(cat.songs.set_index("song_id").loc[kept_ids, "path"].tolist(),
+                                              encoders, progress))
     for c in range(n_chunks):
         with np.load(build_dir / f"part-{c:05d}.npz") as z:
             ids += z["song_ids"].tolist()
@@ -304,8 +304,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         "features": features.to_dict(),
         "expression": {"version": EXPRESSION_VERSION, "features": list(EXPRESSION_FEATURES)},
         "voice": {"version": VOICE_FEATURES_VERSION, "dim": int(song_voice.shape[1]),
-                  "features": voice_feature_names() + [f"frame_net_{p}" for p in (head.cfg.params if
-                                                                                 head and head.frame_cfg else ())],
+                  "features": VoiceFeatureEmbedder(features=features, head=head).names,
                   "frame_net": head.frame_net_sha if head is not None else None},
         "profile": None if head is None else {
             **encoder_info(head), "params": list(head.cfg.params),
