@@ -67,9 +67,8 @@ def main() -> None:
         raw = np.concatenate(list(tqdm(pool.map(_raw_mfcc, chunks), total=len(chunks), unit="chunk", desc="mfcc")))
     mfcc = MFCCEmbedder().fit(raw)
     vectors = mfcc.transform(raw)  # (N, 40) unit rows, as an index stores them
-    voice, cfg, shipped = cache["voice"].numpy(), ProfileConfig(), None
-    if args.profile:
-        shipped = load_encoder(args.profile, kind="profile")
+    voice, cfg = cache["voice"].numpy(), ProfileConfig()
+    shipped = load_encoder(args.profile, kind="profile") if args.profile else None
     if shipped is not None and shipped.frame_cfg is not None:
         with np.load(args.profile.with_name(args.profile.stem + ".frame_estimates.npz")) as z:
             if str(z["frame_net_sha"]) != shipped.frame_net_sha or list(z["singers"]) != list(cache["singers"]):

@@ -64,8 +64,9 @@ RESCORE_SINGERS = 200  # above that, at most this many candidates (best singer-v
 # (FAISS) on one thread.
 _BLAS = ThreadpoolController()
 PROFILE_WEIGHT = 0.98  # share of the voice score given to the voice profile (chosen on a validation catalogue,
-                       # seed 7: BENCHMARKS.md "Voice profile"; 1.0 scored 0.002 higher there, within noise, and
-                       # would drop the timbre vectors from the score, also where the profile is only descriptors)
+                       # seed 7: BENCHMARKS.md "Voice profile, session 5"; 1.0 scored 0.001-0.002 higher there,
+                       # within noise, and would drop the timbre vectors from the score, also where the profile is
+                       # only the expression descriptors)
 RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "profile_score", "query_song",
                   "match_song"]
 
@@ -260,8 +261,8 @@ class Recommender:
         voice = VoiceFeatureEmbedder(features=encs["timbre"].features, head=head)  # + the head's frame networks
         out = embed_songs([source], {**encs, "voice": voice}, progress=False, workers=1)
         voice = out.pop("voice")
-        if self.profile_kind == "profile":
-            out["profile"] = self.profile_head().predict(voice, out["timbre"]).astype(np.float32)
+        if head is not None:
+            out["profile"] = head.predict(voice, out["timbre"]).astype(np.float32)
         elif self.profile_kind == "expression":
             out["profile"] = voice[:, :len(EXPRESSION_FEATURES)]
         return {k: v[0] for k, v in out.items()}
@@ -323,9 +324,9 @@ class Recommender:
         """Per-entry divisor of profile differences in the profile score: raw expression descriptors are
         standardised one by one; a head's estimates share one spread (their root-mean-square spread), so a
         parameter the head estimates poorly keeps the smaller spread the head's shrinkage gives it instead of
-        being stretched to the weight of a well-estimated one. Default ranking's nDCG@10 with the shipped head,
+        being stretched to the weight of a well-estimated one. Default ranking's nDCG@10 with session 4's head,
         common against per-parameter spread: 0.695 / 0.692 on validation seed 7, 0.674 / 0.671 on held-out
-        seed 1 (BENCHMARKS.md, "Voice profile, session 4")."""
+        seed 1 (BENCHMARKS.md, "Voice profile, session 4"; not re-measured with the frame networks)."""
         if self.profile_kind != "profile":
             return std
         return np.full_like(std, np.sqrt(np.mean(std ** 2)))
