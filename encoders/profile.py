@@ -776,86 +776,55 @@ def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFea
 def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = True, command: str = "",
                   seed: int = 0, frame_net: FrameNetConfig | None = FrameNetConfig(),
                   workers: int | None = None) -> Path:
-    """Embed a synthetic catalogue (timbre vectors + voice features), fit the head on its ground truth and
+    """Embed synthetic catalogues (timbre vectors + voice features), fit the head on their ground truth and
     write ``out_path`` (a self-describing checkpoint of kind ``"profile"``).
 
     Parameters
     ----------
     catalogue : a catalogue folder / manifest / :class:`~data.catalogue.Catalogue` with
-        ``ground_truth/singers.csv`` beside its manifest (``singrec synth`` writes one)
+        ``ground_truth/singers.csv`` beside its manifest (``singrec synth`` writes one), or a list of them (their
+        singers are kept apart: ``"2:ana-lind"`` is singer ana-lind of the second catalogue)
     timbre_encoder : the timbre encoder whose vectors the head reads (default: the shipped one)
     frame_net : train frame networks first (:func:`train_frame_nets`) and fit the head on the statistics plus
         their out-of-fold estimates; None: statistics only
     workers : processes reading the songs' frames (default: one per core)
+
+    Each catalogue's statistics and frames are cached beside ``out_path`` (``<stem>.songs.pt`` and
+    ``<stem>.frames.npz`` for the first, ``<stem>.songs.2.pt`` ... for the next), keyed by the catalogue's
+    fingerprint, the timbre encoder and the settings: a refit with one more catalogue reads only the new one.
     """
     import time
 
     from data.catalogue import Catalogue
-    from data.synth import singer_truth_path
-    from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, load_encoder, save_checkpoint
-    from encoders.embed import embed_songs
+    from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder, save_checkpoint
 
     start = time.time()
-    cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
-    truth_path = singer_truth_path(cat.source)
-    if not truth_path.is_file():
-        raise SingrecError("a voice profile is fitted on a synthetic catalogue's ground truth; this catalogue has "
-                           "no ground_truth/singers.csv (make one with `singrec synth`)", truth_path.parent.parent)
+    sources = list(catalogue) if isinstance(catalogue, (list, tuple)) else [catalogue]
+    if not sources:
+        raise SingrecError("no catalogue to fit a voice profile on")
+    cats = [c if isinstance(c, Catalogue) else Catalogue.open(c) for c in sources]
     timbre = timbre_encoder or load_encoder(DEFAULT_CHECKPOINTS["timbre"], kind="timbre")
     voice = VoiceFeatureEmbedder(features=timbre.features)
     out_path = Path(out_path)
-    # the songs' statistics (and frames) are cached beside the checkpoint: refitting on the same catalogue, timbre
-    # encoder and statistics version does not read the songs again
-    fingerprint = cat.fingerprint()  # stats every file: once
-    key = f"{fingerprint} {getattr(timbre, 'checkpoint_sha256', '')} v{VOICE_FEATURES_VERSION}"
-    cache = out_path.with_name(out_path.stem + ".songs.pt")
-    cached = torch.load(cache, weights_only=True) if cache.is_file() else {}
-    paths = list(cat.songs["path"])
-    if cached.get("key") == key:
-        vecs = {"voice": cached["voice"].numpy(), "timbre": cached["timbre"].numpy()}
-        singers, failed = cached["singers"], cached.get("failed_paths")
-        log.info("reusing the song statistics cached in %s", cache)
-        if failed is None:  # caches written before failed_paths: only usable when nothing failed
-            if cached["failed"]:
-                raise SingrecError("the cached statistics do not say which songs failed; delete the cache", cache)
-            failed = []
-    else:
-        vecs, failures = embed_songs(paths, {"timbre": timbre, "voice": voice}, on_error="skip", progress=progress)
-        bad = {f.index for f in failures}
-        singers = [s for i, s in enumerate(cat.songs["singer"]) if i not in bad]
-        failed = [paths[i] for i in sorted(bad)]
-        atomic_torch_save({"key": key, "voice": torch.from_numpy(vecs["voice"]),
-                           "timbre": torch.from_numpy(vecs["timbre"]), "singers": list(singers),
-                           "failed": len(failed), "failed_paths": failed}, cache)
-    truth = pd.read_csv(truth_path)
+    parts = [_read_training_catalogue(cat, k, out_path, timbre=timbre, voice=voice, frame_net=frame_net,
+                                      workers=workers, progress=progress) for k, cat in enumerate(cats)]
+    if len(parts) > 1:  # singer names are only unique within a catalogue
+        for k, part in enumerate(parts, 1):
+            part["singers"] = [f"{k}:{s}" for s in part["singers"]]
+            part["truth"] = part["truth"].assign(singer=[f"{k}:{s}" for s in part["truth"]["singer"]])
+    singers = [s for part in parts for s in part["singers"]]
+    vecs = {kind: np.concatenate([part[kind] for part in parts]) for kind in ("voice", "timbre")}
+    truth = pd.concat([part["truth"] for part in parts], ignore_index=True)
     cfg = ProfileConfig(voice_features=asdict(voice.cfg), timbre_sha256=getattr(timbre, "checkpoint_sha256", ""),
                         frame_net=asdict(frame_net) if frame_net else None)
     voice_rows, nets, frame_metrics = vecs["voice"], None, {}
     if frame_net is not None:
-        frames_cache = out_path.with_name(out_path.stem + ".frames.npz")
-        frames_key = f"{key} frames {frame_net.frames_key()}"
-        cached_frames = _read_frames_cache(frames_cache, frames_key)
-        if cached_frames is not None:
-            x, mask = cached_frames
-            log.info("reusing the song frames cached in %s", frames_cache)
-        else:
-            failed_set = set(failed)
-            kept = [p for p in paths if p not in failed_set]
-            got = song_frames(kept, sample_rate=timbre.features.sample_rate, cfg=voice.cfg, frames=frame_net,
-                              workers=workers, progress=progress)
-            unread = [p for p, f in zip(kept, got) if f is None]
-            if unread:
-                raise SingrecError(f"{len(unread)} songs whose statistics were read could not be read for frames "
-                                   f"(e.g. {unread[0]})", cat.source)
-            x, mask = _pad_frames(got, frame_net.n_frames)
-            x = x.astype(np.float16)
-            tmp = frames_cache.with_name(frames_cache.name + ".tmp.npz")
-            np.savez(tmp, key=np.array(frames_key), x=x, mask=mask)
-            tmp.replace(frames_cache)
+        x = np.concatenate([part["x"] for part in parts]) if len(parts) > 1 else parts[0]["x"]  # (S, n, D)
+        mask = np.concatenate([part["mask"] for part in parts])  # (S, n)
         table = truth.set_index("singer")
         cols = [c for c in truth.columns if c.startswith("p_")]
         y_all = table[cols].to_numpy(np.float64)
-        y = (table.loc[list(singers), cols].to_numpy(np.float64) - y_all.mean(0)) / np.maximum(y_all.std(0), 1e-12)
+        y = (table.loc[singers, cols].to_numpy(np.float64) - y_all.mean(0)) / np.maximum(y_all.std(0), 1e-12)
         t_nets = time.time()
         nets, oof = train_frame_nets(x, mask, y.astype(np.float32), singers, cfg=frame_net, seed=seed,
                                      progress=progress)
@@ -869,13 +838,77 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
         # the out-of-fold estimates the head was fitted on, for heads fitted on other vectors with the same
         # frame networks (benchmarks/mfcc_head.py)
         np.savez(out_path.with_name(out_path.stem + ".frame_estimates.npz"), estimates=oof,
-                 frame_net_sha=np.array(model.frame_net_sha), singers=np.array(list(singers)))
+                 frame_net_sha=np.array(model.frame_net_sha), singers=np.array(singers))
+    data = [part["data"] for part in parts]
+    if len(data) > 1:
+        data = {"catalogues": data, **{k: sum(d[k] for d in data) for k in ("songs", "singers", "failed")}}
     path = save_checkpoint(out_path, kind="profile", model=model, config=asdict(model.cfg), features=timbre.features,
-                           metrics=metrics,
-                           data={**cat.summary(), "failed": len(failed), "fingerprint": fingerprint},
+                           metrics=metrics, data=data if isinstance(data, dict) else data[0],
                            train={"command": command, "seconds": round(time.time() - start, 1), "seed": seed,
                                   "timbre_checkpoint": getattr(timbre, "checkpoint_path", None)})
     return Path(path)
+
+
+def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "VoiceFeatureEmbedder",
+                             frame_net: FrameNetConfig | None, workers: int | None, progress: bool) -> dict:
+    """The ``k``-th training catalogue's songs for :func:`train_profile`, from its caches when they are valid:
+    ``voice`` / ``timbre`` rows, their ``singers``, the ground-truth table ``truth``, the frames ``x`` / ``mask``
+    (with ``frame_net``) and a ``data`` summary for the checkpoint."""
+    from data.synth import singer_truth_path
+    from encoders.checkpoint import atomic_torch_save
+    from encoders.embed import embed_songs
+
+    truth_path = singer_truth_path(cat.source)
+    if not truth_path.is_file():
+        raise SingrecError("a voice profile is fitted on a synthetic catalogue's ground truth; this catalogue has "
+                           "no ground_truth/singers.csv (make one with `singrec synth`)", truth_path.parent.parent)
+    suffix = "" if k == 0 else f".{k + 1}"
+    fingerprint = cat.fingerprint()  # stats every file: once
+    key = f"{fingerprint} {getattr(timbre, 'checkpoint_sha256', '')} v{VOICE_FEATURES_VERSION}"
+    cache = out_path.with_name(f"{out_path.stem}.songs{suffix}.pt")
+    cached = torch.load(cache, weights_only=True) if cache.is_file() else {}
+    paths = list(cat.songs["path"])
+    if cached.get("key") == key:
+        part = {"voice": cached["voice"].numpy(), "timbre": cached["timbre"].numpy(), "singers": cached["singers"]}
+        failed = cached.get("failed_paths")
+        log.info("reusing the song statistics cached in %s", cache)
+        if failed is None:  # caches written before failed_paths: only usable when nothing failed
+            if cached["failed"]:
+                raise SingrecError("the cached statistics do not say which songs failed; delete the cache", cache)
+            failed = []
+    else:
+        vecs, failures = embed_songs(paths, {"timbre": timbre, "voice": voice}, on_error="skip", progress=progress)
+        bad = {f.index for f in failures}
+        part = {**vecs, "singers": [s for i, s in enumerate(cat.songs["singer"]) if i not in bad]}
+        failed = [paths[i] for i in sorted(bad)]
+        atomic_torch_save({"key": key, "voice": torch.from_numpy(vecs["voice"]),
+                           "timbre": torch.from_numpy(vecs["timbre"]), "singers": list(part["singers"]),
+                           "failed": len(failed), "failed_paths": failed}, cache)
+    part["truth"] = pd.read_csv(truth_path)
+    part["data"] = {**cat.summary(), "failed": len(failed), "fingerprint": fingerprint}
+    if frame_net is None:
+        return part
+    frames_cache = out_path.with_name(f"{out_path.stem}.frames{suffix}.npz")
+    frames_key = f"{key} frames {frame_net.frames_key()}"
+    cached_frames = _read_frames_cache(frames_cache, frames_key)
+    if cached_frames is not None:
+        part["x"], part["mask"] = cached_frames
+        log.info("reusing the song frames cached in %s", frames_cache)
+        return part
+    failed_set = set(failed)
+    kept = [p for p in paths if p not in failed_set]
+    got = song_frames(kept, sample_rate=timbre.features.sample_rate, cfg=voice.cfg, frames=frame_net,
+                      workers=workers, progress=progress)
+    unread = [p for p, f in zip(kept, got) if f is None]
+    if unread:
+        raise SingrecError(f"{len(unread)} songs whose statistics were read could not be read for frames "
+                           f"(e.g. {unread[0]})", cat.source)
+    x, mask = _pad_frames(got, frame_net.n_frames)
+    part["x"], part["mask"] = x.astype(np.float16), mask
+    tmp = frames_cache.with_name(frames_cache.name + ".tmp.npz")
+    np.savez(tmp, key=np.array(frames_key), x=part["x"], mask=mask)
+    tmp.replace(frames_cache)
+    return part
 
 
 def _read_frames_cache(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:

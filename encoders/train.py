@@ -321,7 +321,7 @@ def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
-def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
+def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
           encoder: Literal["both", "timbre", "melody", "profile"] = "both",
           pitch: Policy | None = None, stretch: Policy | None = None,
           positives: Literal["song", "singer"] | None = None,
@@ -335,7 +335,8 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
 
     Parameters
     ----------
-    catalogue : a catalogue folder, a manifest (CSV/Parquet) or an opened :class:`~data.catalogue.Catalogue`
+    catalogue : a catalogue folder, a manifest (CSV/Parquet) or an opened :class:`~data.catalogue.Catalogue`;
+        a list of them for ``encoder="profile"`` (the head is fitted on all their singers)
     out_dir : where ``timbre.pt`` / ``melody.pt`` (and their ``*.state.pt`` resume files) are written
     encoder : which encoder(s) to train; ``"profile"`` fits the voice profile head (encoders/profile.py) on the
         catalogue's ground truth (a synthetic catalogue), reading the vectors of ``timbre_checkpoint``
@@ -363,18 +364,24 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
     if encoder not in ("both", "timbre", "melody", "profile"):
         raise SingrecError(f"encoder must be 'both', 'timbre', 'melody' or 'profile', got {encoder!r}")
     set_torch_threads(threads)
-    cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
     out_dir = Path(out_dir)
     command = command or _command()
     paths: dict[str, Path] = {}
+    several = isinstance(catalogue, (list, tuple))
     if encoder == "profile":
         from encoders.checkpoint import load_encoder
         from encoders.profile import train_profile
 
         timbre = load_encoder(timbre_checkpoint, kind="timbre") if timbre_checkpoint else None
-        paths["profile"] = train_profile(cat, out_dir / "profile.pt", timbre_encoder=timbre, progress=progress,
-                                         command=command, seed=seed)
+        paths["profile"] = train_profile(catalogue, out_dir / "profile.pt", timbre_encoder=timbre,
+                                         progress=progress, command=command, seed=seed)
         return paths
+    if several:
+        if len(catalogue) != 1:
+            raise SingrecError(f"the {encoder} encoder trains on one catalogue, got {len(catalogue)} (only the voice "
+                               "profile head is fitted on several)")
+        catalogue = catalogue[0]
+    cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
     if encoder in ("both", "timbre"):
         overrides = {k: v for k, v in dict(pitch=pitch, stretch=stretch, positives=positives, epochs=epochs,
                                            batch_size=batch_size, lr=lr).items() if v is not None}

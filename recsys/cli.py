@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -76,7 +76,8 @@ def _synth_summary(info: dict, seconds_taken: float | None = None) -> str:
 
 @app.command()
 def train(
-    catalogue: Path = typer.Argument(..., help="Catalogue folder or manifest (CSV/Parquet) to train on."),
+    catalogue: List[Path] = typer.Argument(..., help="Catalogue folder or manifest (CSV/Parquet) to train on; "
+                                                     "the voice profile head can be fitted on several."),
     out: Path = typer.Option(..., "--out", help="Folder for timbre.pt / melody.pt (and resumable state)."),
     encoder: str = typer.Option("both", help="timbre, melody, both, or profile (the voice profile head, fitted "
                                              "on a synthetic catalogue's ground truth)."),

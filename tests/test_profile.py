@@ -304,3 +304,34 @@ def test_a_head_with_frame_networks_round_trips_and_embeds_them(tiny_checkpoints
     with torch.no_grad():
         head.frame_nets[0].out[-1].bias.add_(1.0)
     assert head.frame_net_sha != again.frame_net_sha  # the hash follows the weights
+
+
+def test_a_head_is_fitted_on_several_catalogues_and_reads_only_the_new_one(tiny_checkpoints, tmp_path, monkeypatch):
+    """Several training catalogues: their singers stay apart (same names in two catalogues are two singers), each
+    catalogue's songs are cached on their own, so adding a catalogue reads only its songs."""
+    import encoders.embed
+    import encoders.profile
+    from data.synth import synthesize_catalogue
+    from encoders.train import train
+
+    first = synthesize_catalogue(tmp_path / "a", singers=20, songs=2, seconds=3, seed=5)
+    second = synthesize_catalogue(tmp_path / "b", singers=6, songs=2, seconds=3, seed=5)  # the same singer names
+    timbre = tiny_checkpoints / "timbre.pt"
+    train([first], tmp_path / "out", encoder="profile", timbre_checkpoint=timbre, progress=False)
+    read = []
+    embed_songs, song_frames = encoders.embed.embed_songs, encoders.profile.song_frames
+    monkeypatch.setattr(encoders.embed, "embed_songs", lambda paths, *a, **k: read.append(paths) or
+                        embed_songs(paths, *a, **k))
+    monkeypatch.setattr(encoders.profile, "song_frames", lambda paths, *a, **k: read.append(paths) or
+                        song_frames(paths, *a, **k))
+    path = train([first, second], tmp_path / "out", encoder="profile", timbre_checkpoint=timbre,
+                 progress=False)["profile"]
+    assert len(read) == 2 and all(all(str(tmp_path / "b") in p for p in paths) for paths in read)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["data"]["singers"] == 26 and [c["singers"] for c in ckpt["data"]["catalogues"]] == [20, 6]
+    assert ckpt["metrics"]["singers"] == 26 and ckpt["metrics"]["songs"] == 52
+    names = set(np.load(tmp_path / "out" / "profile.frame_estimates.npz")["singers"])
+    assert len(names) == 26 and {n.split(":")[0] for n in names} == {"1", "2"}
+    assert (tmp_path / "out" / "profile.songs.2.pt").is_file() and (tmp_path / "out" / "profile.frames.2.npz").is_file()
+    with pytest.raises(SingrecError, match="trains on one catalogue"):
+        train([first, second], tmp_path / "t", encoder="timbre")
