@@ -2,16 +2,17 @@
 with like: the same ranking, the same voice statistics and the same kind of head, with MFCC mean/std vectors
 where the shipped system has its learned timbre vectors.
 
-It reads the song statistics that ``singrec train CATALOGUE --encoder profile --out OUT`` cached in
-``OUT/profile.songs.pt`` (the voice statistics of every training song) and, for a head with frame networks,
-the out-of-fold frame-network estimates it wrote to ``OUT/profile.frame_estimates.npz``; computes the MFCC
-statistics of the same songs, fixes the MFCC standardisation on them, and fits the head exactly as the shipped
-one is fitted (:func:`encoders.profile.fit_profile`), with the shipped head's frame networks. Writes
-``DIR/profile.pt`` (a profile checkpoint whose "timbre" is the MFCC baseline) and ``DIR/mfcc.npz`` (the MFCC
-standardisation: mean, scale).
+It reads the song statistics that ``singrec train CATALOGUE [CATALOGUE ...] --encoder profile --out OUT``
+cached beside ``OUT/profile.pt`` (``profile.songs.pt``, ``profile.songs.2.pt``, ...: the voice statistics of every
+training song) and, for a head with frame networks, the out-of-fold frame-network estimates it wrote to
+``OUT/profile.frame_estimates.npz``; computes the MFCC statistics of the same songs, fixes the MFCC
+standardisation on them, and fits the head exactly as the shipped one is fitted
+(:func:`encoders.profile.fit_profile`), with the shipped head's frame networks. Writes ``DIR/profile.pt`` (a
+profile checkpoint whose "timbre" is the MFCC baseline) and ``DIR/mfcc.npz`` (the MFCC standardisation: mean,
+scale).
 
-Run: ``.venv/bin/python benchmarks/mfcc_head.py out/profile-data-4800 --songs-cache out/profile4800/profile.songs.pt
---profile out/profile4800/profile.pt --out out/mfcc-head``
+Run: ``.venv/bin/python benchmarks/mfcc_head.py CATALOGUE [CATALOGUE ...] --profile OUT/profile.pt --out DIR``
+(the catalogues in the order ``singrec train`` was given them)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from data.synth import singer_truth_path
 from encoders.base import set_torch_threads
 from encoders.baselines import MFCCEmbedder
 from encoders.checkpoint import load_encoder, save_checkpoint
-from encoders.profile import VOICE_FEATURES_VERSION, ProfileConfig, fit_profile
+from encoders.profile import VOICE_FEATURES_VERSION, ProfileConfig, fit_profile, training_cache, training_singers
 
 
 def _raw_mfcc(paths: list[str]) -> np.ndarray:
@@ -46,43 +47,55 @@ def _raw_mfcc(paths: list[str]) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("catalogue", type=Path, help="the synthetic training catalogue of the shipped head")
-    ap.add_argument("--songs-cache", type=Path, required=True, help="profile.songs.pt written by singrec train")
+    ap.add_argument("catalogues", type=Path, nargs="+", help="the synthetic training catalogues of the shipped head")
+    ap.add_argument("--profile", type=Path, required=True,
+                    help="the head (OUT/profile.pt, beside its song caches); its frame networks are used too")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--profile", type=Path, default=None,
-                    help="the shipped head (profile.pt beside the cache); its frame networks are used too")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     t0 = time.time()
-    cat = Catalogue.open(args.catalogue)
-    cache = torch.load(args.songs_cache, weights_only=True)
-    if cache["failed"] or list(cache["singers"]) != list(cat.songs["singer"]):
-        raise SingrecError("the cached statistics are not those of this catalogue's songs, in order", args.songs_cache)
-    if not cache["key"].endswith(f" v{VOICE_FEATURES_VERSION}"):  # train_profile's key ends with the version
-        raise SingrecError(f"the cached voice statistics are not version {VOICE_FEATURES_VERSION}; run "
-                           "`singrec train ... --encoder profile` again first", args.songs_cache)
-    paths = list(cat.songs["path"])
+    cats = [Catalogue.open(c) for c in args.catalogues]
+    voice, singers, paths, truth = [], [], [], []
+    for k, cat in enumerate(cats):
+        cache_path = training_cache(args.profile, "songs", k)
+        cache = torch.load(cache_path, weights_only=True)
+        if cache["failed"] or list(cache["singers"]) != list(cat.songs["singer"]):
+            raise SingrecError("the cached statistics are not those of this catalogue's songs, in order", cache_path)
+        if not cache["key"].endswith(f" v{VOICE_FEATURES_VERSION}"):  # train_profile's key ends with the version
+            raise SingrecError(f"the cached voice statistics are not version {VOICE_FEATURES_VERSION}; run "
+                               "`singrec train ... --encoder profile` again first", cache_path)
+        table = pd.read_csv(singer_truth_path(cat.source))
+        if len(cats) > 1:  # as train_profile names them
+            cache["singers"] = training_singers(cache["singers"], k)
+            table = table.assign(singer=training_singers(table["singer"], k))
+        voice.append(cache["voice"].numpy())
+        singers += list(cache["singers"])
+        paths += list(cat.songs["path"])
+        truth.append(table)
+    voice = np.concatenate(voice)
     chunks = [paths[i:i + 200] for i in range(0, len(paths), 200)]
     with ProcessPoolExecutor(args.workers) as pool:
         raw = np.concatenate(list(tqdm(pool.map(_raw_mfcc, chunks), total=len(chunks), unit="chunk", desc="mfcc")))
     mfcc = MFCCEmbedder().fit(raw)
     vectors = mfcc.transform(raw)  # (N, 40) unit rows, as an index stores them
-    voice, cfg = cache["voice"].numpy(), ProfileConfig()
-    shipped = load_encoder(args.profile, kind="profile") if args.profile else None
-    if shipped is not None and shipped.frame_cfg is not None:
+    cfg = ProfileConfig()
+    shipped = load_encoder(args.profile, kind="profile")
+    if shipped.frame_cfg is not None:
         with np.load(args.profile.with_name(args.profile.stem + ".frame_estimates.npz")) as z:
-            if str(z["frame_net_sha"]) != shipped.frame_net_sha or list(z["singers"]) != list(cache["singers"]):
+            if str(z["frame_net_sha"]) != shipped.frame_net_sha or list(z["singers"]) != singers:
                 raise SingrecError("the frame-network estimates are not those of this head's training songs",
                                    args.profile)
             voice = np.hstack([voice, z["estimates"]])
         cfg = ProfileConfig(frame_net=shipped.cfg.frame_net)
-    head, metrics = fit_profile(voice, vectors, cache["singers"], pd.read_csv(singer_truth_path(cat.source)), cfg=cfg)
+    cfg = replace(cfg, **{f: getattr(shipped.cfg, f) for f in ("kernel_landmarks", "kernel_share")})
+    head, metrics = fit_profile(voice, vectors, singers, pd.concat(truth, ignore_index=True), cfg=cfg)
     if cfg.frame_net:
         head.frame_nets.load_state_dict(shipped.frame_nets.state_dict())
     args.out.mkdir(parents=True, exist_ok=True)
+    data = [{**cat.summary(), "timbre": "MFCC mean/std baseline (encoders/baselines.py)"} for cat in cats]
     save_checkpoint(args.out / "profile.pt", kind="profile", model=head, config=asdict(head.cfg),
                     features=mfcc.features, metrics=metrics,
-                    data={**cat.summary(), "timbre": "MFCC mean/std baseline (encoders/baselines.py)"},
+                    data=data[0] if len(data) == 1 else {"catalogues": data, "singers": metrics["singers"]},
                     train={"command": shlex.join(["python", *sys.argv]), "seconds": round(time.time() - t0, 1)})
     np.savez(args.out / "mfcc.npz", mean=mfcc.mean, scale=mfcc.scale)
     print(f"MFCC head: {metrics['singers']} singers, 5-fold CV mean R^2 {metrics['cv_r2_mean']:.3f} "

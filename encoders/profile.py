@@ -809,9 +809,9 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     parts = [_read_training_catalogue(cat, k, out_path, timbre=timbre, voice=voice, frame_net=frame_net,
                                       workers=workers, progress=progress) for k, cat in enumerate(cats)]
     if len(parts) > 1:  # singer names are only unique within a catalogue
-        for k, part in enumerate(parts, 1):
-            part["singers"] = [f"{k}:{s}" for s in part["singers"]]
-            part["truth"] = part["truth"].assign(singer=[f"{k}:{s}" for s in part["truth"]["singer"]])
+        for k, part in enumerate(parts):
+            part["singers"] = training_singers(part["singers"], k)
+            part["truth"] = part["truth"].assign(singer=training_singers(part["truth"]["singer"], k))
     singers = [s for part in parts for s in part["singers"]]
     vecs = {kind: np.concatenate([part[kind] for part in parts]) for kind in ("voice", "timbre")}
     truth = pd.concat([part["truth"] for part in parts], ignore_index=True)
@@ -849,6 +849,20 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     return Path(path)
 
 
+def training_cache(out_path: str | Path, what: str, k: int = 0) -> Path:
+    """Where :func:`train_profile` caches the ``k``-th (from 0) training catalogue's ``"songs"`` (statistics and
+    timbre vectors, ``.pt``) or ``"frames"`` (``.npz``) beside the checkpoint ``out_path``."""
+    out_path = Path(out_path)
+    suffix = {"songs": "pt", "frames": "npz"}[what]
+    return out_path.with_name(f"{out_path.stem}.{what}{'' if k == 0 else f'.{k + 1}'}.{suffix}")
+
+
+def training_singers(names: Sequence[str], k: int) -> list[str]:
+    """The names :func:`train_profile` gives the ``k``-th (from 0) catalogue's singers when it is fitted on
+    several: ``"2:ana-lind"`` is ana-lind of the second."""
+    return [f"{k + 1}:{s}" for s in names]
+
+
 def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "VoiceFeatureEmbedder",
                              frame_net: FrameNetConfig | None, workers: int | None, progress: bool) -> dict:
     """The ``k``-th training catalogue's songs for :func:`train_profile`, from its caches when they are valid:
@@ -862,10 +876,9 @@ def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "Voi
     if not truth_path.is_file():
         raise SingrecError("a voice profile is fitted on a synthetic catalogue's ground truth; this catalogue has "
                            "no ground_truth/singers.csv (make one with `singrec synth`)", truth_path.parent.parent)
-    suffix = "" if k == 0 else f".{k + 1}"
     fingerprint = cat.fingerprint()  # stats every file: once
     key = f"{fingerprint} {getattr(timbre, 'checkpoint_sha256', '')} v{VOICE_FEATURES_VERSION}"
-    cache = out_path.with_name(f"{out_path.stem}.songs{suffix}.pt")
+    cache = training_cache(out_path, "songs", k)
     cached = torch.load(cache, weights_only=True) if cache.is_file() else {}
     paths = list(cat.songs["path"])
     if cached.get("key") == key:
@@ -888,7 +901,7 @@ def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "Voi
     part["data"] = {**cat.summary(), "failed": len(failed), "fingerprint": fingerprint}
     if frame_net is None:
         return part
-    frames_cache = out_path.with_name(f"{out_path.stem}.frames{suffix}.npz")
+    frames_cache = training_cache(out_path, "frames", k)
     frames_key = f"{key} frames {frame_net.frames_key()}"
     cached_frames = _read_frames_cache(frames_cache, frames_key)
     if cached_frames is not None:

@@ -367,7 +367,6 @@ def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     command = command or _command()
     paths: dict[str, Path] = {}
-    several = isinstance(catalogue, (list, tuple))
     if encoder == "profile":
         from encoders.checkpoint import load_encoder
         from encoders.profile import train_profile
@@ -376,7 +375,7 @@ def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
         paths["profile"] = train_profile(catalogue, out_dir / "profile.pt", timbre_encoder=timbre,
                                          progress=progress, command=command, seed=seed)
         return paths
-    if several:
+    if isinstance(catalogue, (list, tuple)):
         if len(catalogue) != 1:
             raise SingrecError(f"the {encoder} encoder trains on one catalogue, got {len(catalogue)} (only the voice "
                                "profile head is fitted on several)")
