@@ -7,6 +7,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 import pandas as pd
 import torch
+from scipy.spatial.distance import cdist
 
 from data.errors import SingrecError
 from data.features import FeatureConfig
@@ -140,7 +141,7 @@ def ground_truth_neighbours(singers: pd.DataFrame, k: int = 10) -> dict:
         raise SingrecError("ground truth has no p_* singer parameter columns")
     x = singers[cols].to_numpy(dtype=np.float64)
     x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
-    dist = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    dist = cdist(x, x)  # (S, S); not broadcasting (S, S, P), which is 14 GB for 9,600 singers
     np.fill_diagonal(dist, np.inf)
     names = singers["singer"].tolist()
     out = {}
@@ -159,7 +160,7 @@ def distance_ranking_ndcg(names: Sequence[str], x: np.ndarray, truth: dict, k: i
     """nDCG@k of ranking each singer's neighbours by Euclidean distance between rows of ``x`` (S, D), one row per
     name (e.g. estimated voice parameters)."""
     names = list(names)
-    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)  # (S, S)
+    d = cdist(x, x)  # (S, S)
     np.fill_diagonal(d, np.inf)
     row = {s: i for i, s in enumerate(names)}
     return ranking_ndcg(lambda s: [names[j] for j in np.argsort(d[row[s]], kind="stable")[:k]], truth, k)

@@ -792,11 +792,13 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     Each catalogue's statistics and frames are cached beside ``out_path`` (``<stem>.songs.pt`` and
     ``<stem>.frames.npz`` for the first, ``<stem>.songs.2.pt`` ... for the next), keyed by the catalogue's
     fingerprint, the timbre encoder and the settings: a refit with one more catalogue reads only the new one.
+    The trained frame networks and their out-of-fold estimates are cached in ``<stem>.frame_nets.pt`` (keyed by
+    the frames, the network settings, the seed and the singers).
     """
     import time
 
     from data.catalogue import Catalogue
-    from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder, save_checkpoint
+    from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, load_encoder, save_checkpoint
 
     start = time.time()
     sources = list(catalogue) if isinstance(catalogue, (list, tuple)) else [catalogue]
@@ -826,9 +828,26 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
         y_all = table[cols].to_numpy(np.float64)
         y = (table.loc[singers, cols].to_numpy(np.float64) - y_all.mean(0)) / np.maximum(y_all.std(0), 1e-12)
         t_nets = time.time()
-        nets, oof = train_frame_nets(x, mask, y.astype(np.float32), singers, cfg=frame_net, seed=seed,
-                                     progress=progress)
-        frame_metrics = {"frame_net_seconds": round(time.time() - t_nets, 1)}
+        # the trained networks are cached too (an hour for 9,600 singers), so that a run that fails after them
+        # (e.g. out of memory in the head's fit) does not train them again
+        nets_cache = out_path.with_name(out_path.stem + ".frame_nets.pt")
+        nets_key = " ".join([*(part["frames_key"] for part in parts), repr(sorted(asdict(frame_net).items())),
+                             f"seed {seed}", hashlib.sha256("\n".join(singers).encode()).hexdigest()])
+        cached_nets = torch.load(nets_cache, weights_only=True) if nets_cache.is_file() else {}
+        if cached_nets.get("key") == nets_key:
+            log.info("reusing the frame networks cached in %s", nets_cache)
+            nets = [FrameNet(frame_net, y.shape[1]) for _ in cached_nets["nets"]]
+            for net, state in zip(nets, cached_nets["nets"]):
+                net.load_state_dict(state)
+                net.eval()
+            oof, frame_seconds = cached_nets["oof"].numpy(), cached_nets["seconds"]
+        else:
+            nets, oof = train_frame_nets(x, mask, y.astype(np.float32), singers, cfg=frame_net, seed=seed,
+                                         progress=progress)
+            frame_seconds = round(time.time() - t_nets, 1)
+            atomic_torch_save({"key": nets_key, "nets": [net.state_dict() for net in nets],
+                               "oof": torch.from_numpy(oof), "seconds": frame_seconds}, nets_cache)
+        frame_metrics = {"frame_net_seconds": frame_seconds}
         voice_rows = np.hstack([vecs["voice"], oof])  # the head is fitted on out-of-fold estimates
         frame_metrics["frame_net_oof_r2"] = _r2_by_singer(oof, y, singers, [c[2:] for c in cols])
     model, metrics = fit_profile(voice_rows, vecs["timbre"], singers, truth, cfg=cfg, seed=seed)
@@ -902,7 +921,7 @@ def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "Voi
     if frame_net is None:
         return part
     frames_cache = training_cache(out_path, "frames", k)
-    frames_key = f"{key} frames {frame_net.frames_key()}"
+    part["frames_key"] = frames_key = f"{key} frames {frame_net.frames_key()}"
     cached_frames = _read_frames_cache(frames_cache, frames_key)
     if cached_frames is not None:
         part["x"], part["mask"] = cached_frames

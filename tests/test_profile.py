@@ -185,6 +185,7 @@ def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tm
 
     monkeypatch.setattr(encoders.embed, "embed_songs", no_embedding)
     monkeypatch.setattr(encoders.profile, "song_frames", no_embedding)  # the frames are cached too
+    monkeypatch.setattr(encoders.profile, "train_frame_nets", no_embedding)  # and the trained frame networks
     res = CliRunner().invoke(app, ["train", str(cat), "--encoder", "profile", "--out", str(out),
                                    "--timbre-checkpoint", str(tiny_checkpoints / "timbre.pt")])
     assert res.exit_code == 0, res.output
