@@ -390,14 +390,17 @@ def _pad_frames(frames: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.nd
 
 
 def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Sequence, *,
-                     cfg: FrameNetConfig = FrameNetConfig(), seed: int = 0,
-                     progress: bool = True) -> tuple[list[FrameNet], np.ndarray]:
+                     cfg: FrameNetConfig = FrameNetConfig(), seed: int = 0, progress: bool = True,
+                     state_path: str | Path | None = None, state_key: str = "") -> tuple[list[FrameNet], np.ndarray]:
     """Train ``cfg.folds`` frame networks on disjoint groups of singers.
 
     Parameters
     ----------
     x : (S, n, D) songs' frames (:func:`frame_features`, zero-padded); mask : (S, n) real frames
     y : (S, P) standardised parameters of each song's singer; groups : (S,) its singer
+    state_path, state_key : if given, each finished network (and its out-of-fold estimates) is saved there under
+        ``state_key``, and a run with the same key continues after the networks already saved; the random draws
+        of the saved networks' training are replayed, so the result equals an uninterrupted run's
 
     Returns
     -------
@@ -416,13 +419,26 @@ def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Seq
     yt = torch.from_numpy(np.asarray(y, np.float32))
     estimates = np.zeros(y.shape, np.float32)
     nets = []
+    saved = torch.load(state_path, weights_only=True) if state_path and Path(state_path).is_file() else {}
+    saved = saved.get("nets", []) if saved.get("key") == state_key else []
     for k in range(cfg.folds):
         train = np.flatnonzero(fold != k) if cfg.folds > 1 else np.arange(len(x))
+        held = np.flatnonzero(fold == k)
         torch.manual_seed(seed + k)
         net = FrameNet(cfg, y.shape[1])
         net.in_mean.copy_(torch.from_numpy(in_mean.astype(np.float32)))
         net.in_std.copy_(torch.from_numpy(in_std.astype(np.float32)))
         steps = max(len(train) // cfg.batch, 1)
+        if k < len(saved):  # trained before: replay its random draws, take its weights and estimates
+            log.info("frame network %d/%d: reusing the one saved in %s", k + 1, cfg.folds, state_path)
+            for _ in range(cfg.epochs):
+                perm = rng.permutation(train)
+                for s in range(steps):
+                    rng.random(mask[perm[s * cfg.batch:(s + 1) * cfg.batch]].shape)
+            net.load_state_dict(saved[k]["state"])
+            estimates[held] = saved[k]["estimates"].numpy()
+            nets.append(net.eval())
+            continue
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps)
         bar = tqdm(range(cfg.epochs), desc=f"frame network {k + 1}/{cfg.folds}", disable=not progress)
@@ -443,9 +459,13 @@ def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Seq
                 total += loss.item()
             bar.set_postfix(loss=f"{total / steps:.3f}")
         net.eval()
-        held = np.flatnonzero(fold == k)
         estimates[held] = _frame_estimates([net], x[held], mask[held])
         nets.append(net)
+        if state_path:
+            from encoders.checkpoint import atomic_torch_save
+
+            saved = [*saved, {"state": net.state_dict(), "estimates": torch.from_numpy(estimates[held])}]
+            atomic_torch_save({"key": state_key, "nets": saved}, state_path)
     return nets, estimates
 
 
@@ -792,13 +812,13 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     Each catalogue's statistics and frames are cached beside ``out_path`` (``<stem>.songs.pt`` and
     ``<stem>.frames.npz`` for the first, ``<stem>.songs.2.pt`` ... for the next), keyed by the catalogue's
     fingerprint, the timbre encoder and the settings: a refit with one more catalogue reads only the new one.
-    The trained frame networks and their out-of-fold estimates are cached in ``<stem>.frame_nets.pt`` (keyed by
-    the frames, the network settings, the seed and the singers).
+    Each trained frame network and its out-of-fold estimates are saved in ``<stem>.frame_nets.pt`` (keyed by the
+    frames, the network settings, the seed and the singers): a killed run continues after the last one saved.
     """
     import time
 
     from data.catalogue import Catalogue
-    from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, load_encoder, save_checkpoint
+    from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder, save_checkpoint
 
     start = time.time()
     sources = list(catalogue) if isinstance(catalogue, (list, tuple)) else [catalogue]
@@ -828,25 +848,14 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
         y_all = table[cols].to_numpy(np.float64)
         y = (table.loc[singers, cols].to_numpy(np.float64) - y_all.mean(0)) / np.maximum(y_all.std(0), 1e-12)
         t_nets = time.time()
-        # the trained networks are cached too (an hour for 9,600 singers), so that a run that fails after them
-        # (e.g. out of memory in the head's fit) does not train them again
-        nets_cache = out_path.with_name(out_path.stem + ".frame_nets.pt")
+        # each trained network is saved (the four take an hour for 9,600 singers): a run that is killed, or fails
+        # after them (e.g. out of memory in the head's fit), continues with the networks it has
         nets_key = " ".join([*(part["frames_key"] for part in parts), repr(sorted(asdict(frame_net).items())),
                              f"seed {seed}", hashlib.sha256("\n".join(singers).encode()).hexdigest()])
-        cached_nets = torch.load(nets_cache, weights_only=True) if nets_cache.is_file() else {}
-        if cached_nets.get("key") == nets_key:
-            log.info("reusing the frame networks cached in %s", nets_cache)
-            nets = [FrameNet(frame_net, y.shape[1]) for _ in cached_nets["nets"]]
-            for net, state in zip(nets, cached_nets["nets"]):
-                net.load_state_dict(state)
-                net.eval()
-            oof, frame_seconds = cached_nets["oof"].numpy(), cached_nets["seconds"]
-        else:
-            nets, oof = train_frame_nets(x, mask, y.astype(np.float32), singers, cfg=frame_net, seed=seed,
-                                         progress=progress)
-            frame_seconds = round(time.time() - t_nets, 1)
-            atomic_torch_save({"key": nets_key, "nets": [net.state_dict() for net in nets],
-                               "oof": torch.from_numpy(oof), "seconds": frame_seconds}, nets_cache)
+        nets, oof = train_frame_nets(x, mask, y.astype(np.float32), singers, cfg=frame_net, seed=seed,
+                                     progress=progress, state_key=nets_key,
+                                     state_path=out_path.with_name(out_path.stem + ".frame_nets.pt"))
+        frame_seconds = round(time.time() - t_nets, 1)
         frame_metrics = {"frame_net_seconds": frame_seconds}
         voice_rows = np.hstack([vecs["voice"], oof])  # the head is fitted on out-of-fold estimates
         frame_metrics["frame_net_oof_r2"] = _r2_by_singer(oof, y, singers, [c[2:] for c in cols])

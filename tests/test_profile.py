@@ -185,7 +185,7 @@ def test_train_command_fits_a_head_on_a_synthetic_catalogue(tiny_checkpoints, tm
 
     monkeypatch.setattr(encoders.embed, "embed_songs", no_embedding)
     monkeypatch.setattr(encoders.profile, "song_frames", no_embedding)  # the frames are cached too
-    monkeypatch.setattr(encoders.profile, "train_frame_nets", no_embedding)  # and the trained frame networks
+    monkeypatch.setattr(torch.optim, "AdamW", no_embedding)  # and the frame networks are not trained again
     res = CliRunner().invoke(app, ["train", str(cat), "--encoder", "profile", "--out", str(out),
                                    "--timbre-checkpoint", str(tiny_checkpoints / "timbre.pt")])
     assert res.exit_code == 0, res.output
@@ -286,6 +286,31 @@ def test_frame_nets_learn_a_per_frame_peak_position_out_of_fold():
     r2 = 1 - ((oof - y) ** 2).mean() / y.var()
     assert r2 > 0.8, r2
 
+
+
+def test_frame_net_training_resumes_after_the_networks_it_saved(tmp_path):
+    """A run that stopped after its first network continues from it and ends with the uninterrupted run's
+    networks and estimates (the saved network's random draws are replayed); another key starts afresh."""
+    from encoders.profile import FrameNetConfig, train_frame_nets
+
+    rng = np.random.default_rng(1)
+    cfg = FrameNetConfig(hidden=8, n_bands=4, n_frames=6, keep=4, epochs=2, batch=8, folds=3)
+    groups = np.repeat(np.arange(24), 2)
+    x = rng.normal(size=(len(groups), cfg.n_frames, cfg.in_dim)).astype(np.float32)
+    mask = rng.random(x.shape[:2]) < 0.8
+    y = rng.normal(size=(24, 2)).astype(np.float32)[groups]
+    state = tmp_path / "nets.pt"
+    nets, oof = train_frame_nets(x, mask, y, groups, cfg=cfg, progress=False, state_path=state, state_key="a")
+    saved = torch.load(state, weights_only=True)
+    assert len(saved["nets"]) == 3
+    torch.save({"key": "a", "nets": saved["nets"][:1]}, state)  # as if killed while training the second
+    again, oof2 = train_frame_nets(x, mask, y, groups, cfg=cfg, progress=False, state_path=state, state_key="a")
+    np.testing.assert_array_equal(oof2, oof)
+    for a, b in zip(nets, again):
+        assert all(torch.equal(a.state_dict()[n], t) for n, t in b.state_dict().items())
+    torch.save({"key": "a", "nets": [{**saved["nets"][0], "estimates": saved["nets"][0]["estimates"] + 1}]}, state)
+    _, oof3 = train_frame_nets(x, mask, y, groups, cfg=cfg, progress=False, state_path=state, state_key="b")
+    np.testing.assert_array_equal(oof3, oof)  # the saved network (with other estimates) was not used
 
 def test_a_head_with_frame_networks_round_trips_and_embeds_them(tiny_checkpoints):
     from encoders.profile import VoiceFeatureEmbedder
