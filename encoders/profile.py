@@ -841,7 +841,7 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
                         frame_net=asdict(frame_net) if frame_net else None)
     voice_rows, nets, frame_metrics = vecs["voice"], None, {}
     if frame_net is not None:
-        x = np.concatenate([part["x"] for part in parts]) if len(parts) > 1 else parts[0]["x"]  # (S, n, D)
+        x = np.concatenate([part.pop("x") for part in parts])  # (S, n, D); the parts' copies are let go
         mask = np.concatenate([part["mask"] for part in parts])  # (S, n)
         table = truth.set_index("singer")
         cols = [c for c in truth.columns if c.startswith("p_")]
