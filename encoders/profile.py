@@ -419,8 +419,10 @@ def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Seq
     yt = torch.from_numpy(np.asarray(y, np.float32))
     estimates = np.zeros(y.shape, np.float32)
     nets = []
-    saved = torch.load(state_path, weights_only=True) if state_path and Path(state_path).is_file() else {}
-    saved = saved.get("nets", []) if saved.get("key") == state_key else []
+    if state_path:
+        from encoders.checkpoint import atomic_torch_save
+    state = torch.load(state_path, weights_only=True) if state_path and Path(state_path).is_file() else {}
+    saved = state.get("nets", []) if state.get("key") == state_key else []  # [{"state", "estimates"}] per network
     for k in range(cfg.folds):
         train = np.flatnonzero(fold != k) if cfg.folds > 1 else np.arange(len(x))
         held = np.flatnonzero(fold == k)
@@ -432,9 +434,8 @@ def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Seq
         if k < len(saved):  # trained before: replay its random draws, take its weights and estimates
             log.info("frame network %d/%d: reusing the one saved in %s", k + 1, cfg.folds, state_path)
             for _ in range(cfg.epochs):
-                perm = rng.permutation(train)
-                for s in range(steps):
-                    rng.random(mask[perm[s * cfg.batch:(s + 1) * cfg.batch]].shape)
+                for _ in _epoch_batches(rng, train, mask, steps, cfg):
+                    pass
             net.load_state_dict(saved[k]["state"])
             estimates[held] = saved[k]["estimates"].numpy()
             nets.append(net.eval())
@@ -443,12 +444,8 @@ def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Seq
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps)
         bar = tqdm(range(cfg.epochs), desc=f"frame network {k + 1}/{cfg.folds}", disable=not progress)
         for _ in bar:
-            perm = rng.permutation(train)
             total = 0.0
-            for s in range(steps):
-                b = perm[s * cfg.batch:(s + 1) * cfg.batch]
-                # a random subset of each song's real frames (padding sorts last)
-                order = np.argsort(~mask[b] + rng.random(mask[b].shape), axis=1)[:, :cfg.keep]  # (b, keep)
+            for b, order in _epoch_batches(rng, train, mask, steps, cfg):
                 xb = torch.from_numpy(x[b[:, None], order].astype(np.float32))  # (b, keep, D)
                 mb = torch.from_numpy(mask[b[:, None], order])
                 loss = ((net(xb, mb) - yt[b]) ** 2).mean()
@@ -462,11 +459,19 @@ def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Seq
         estimates[held] = _frame_estimates([net], x[held], mask[held])
         nets.append(net)
         if state_path:
-            from encoders.checkpoint import atomic_torch_save
-
             saved = [*saved, {"state": net.state_dict(), "estimates": torch.from_numpy(estimates[held])}]
             atomic_torch_save({"key": state_key, "nets": saved}, state_path)
     return nets, estimates
+
+
+def _epoch_batches(rng: np.random.Generator, train: np.ndarray, mask: np.ndarray, steps: int, cfg: FrameNetConfig):
+    """One epoch of training batches: (songs (b,), the ``cfg.keep`` real frames drawn from each (b, keep)). All of
+    an epoch's random draws happen here, so a resumed :func:`train_frame_nets` replays them by iterating."""
+    perm = rng.permutation(train)
+    for s in range(steps):
+        b = perm[s * cfg.batch:(s + 1) * cfg.batch]
+        # a random subset of each song's real frames (padding sorts last)
+        yield b, np.argsort(~mask[b] + rng.random(mask[b].shape), axis=1)[:, :cfg.keep]  # (b,), (b, keep)
 
 
 def _frame_estimates(nets: Sequence[FrameNet], x: np.ndarray, mask: np.ndarray, batch: int = 256) -> np.ndarray:
