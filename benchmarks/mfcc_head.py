@@ -36,7 +36,7 @@ from data.synth import singer_truth_path
 from encoders.base import set_torch_threads
 from encoders.baselines import MFCCEmbedder
 from encoders.checkpoint import load_encoder, save_checkpoint
-from encoders.profile import VOICE_FEATURES_VERSION, ProfileConfig, fit_profile, training_cache, training_singers
+from encoders.profile import VOICE_FEATURES_VERSION, ProfileConfig, fit_profile, join_training_singers, training_cache
 
 
 def _raw_mfcc(paths: list[str]) -> np.ndarray:
@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.time()
     cats = [Catalogue.open(c) for c in args.catalogues]
-    voice, singers, paths, truth = [], [], [], []
+    voice, singers, paths, truths = [], [], [], []
     for k, cat in enumerate(cats):
         cache_path = training_cache(args.profile, "songs", k)
         cache = torch.load(cache_path, weights_only=True)
@@ -64,15 +64,12 @@ def main() -> None:
         if not cache["key"].endswith(f" v{VOICE_FEATURES_VERSION}"):  # train_profile's key ends with the version
             raise SingrecError(f"the cached voice statistics are not version {VOICE_FEATURES_VERSION}; run "
                                "`singrec train ... --encoder profile` again first", cache_path)
-        table = pd.read_csv(singer_truth_path(cat.source))
-        if len(cats) > 1:  # as train_profile names them
-            cache["singers"] = training_singers(cache["singers"], k)
-            table = table.assign(singer=training_singers(table["singer"], k))
         voice.append(cache["voice"].numpy())
-        singers += list(cache["singers"])
+        singers.append(cache["singers"])
         paths += list(cat.songs["path"])
-        truth.append(table)
+        truths.append(pd.read_csv(singer_truth_path(cat.source)))
     voice = np.concatenate(voice)
+    singers, truth = join_training_singers(singers, truths)  # named as train_profile names them
     chunks = [paths[i:i + 200] for i in range(0, len(paths), 200)]
     with ProcessPoolExecutor(args.workers) as pool:
         raw = np.concatenate(list(tqdm(pool.map(_raw_mfcc, chunks), total=len(chunks), unit="chunk", desc="mfcc")))
@@ -81,14 +78,14 @@ def main() -> None:
     cfg = ProfileConfig()
     shipped = load_encoder(args.profile, kind="profile")
     if shipped.frame_cfg is not None:
-        with np.load(args.profile.with_name(args.profile.stem + ".frame_estimates.npz")) as z:
+        with np.load(training_cache(args.profile, "frame_estimates")) as z:
             if str(z["frame_net_sha"]) != shipped.frame_net_sha or list(z["singers"]) != singers:
                 raise SingrecError("the frame-network estimates are not those of this head's training songs",
                                    args.profile)
             voice = np.hstack([voice, z["estimates"]])
         cfg = ProfileConfig(frame_net=shipped.cfg.frame_net)
     cfg = replace(cfg, **{f: getattr(shipped.cfg, f) for f in ("kernel_landmarks", "kernel_share")})
-    head, metrics = fit_profile(voice, vectors, singers, pd.concat(truth, ignore_index=True), cfg=cfg)
+    head, metrics = fit_profile(voice, vectors, singers, truth, cfg=cfg)
     if cfg.frame_net:
         head.frame_nets.load_state_dict(shipped.frame_nets.state_dict())
     args.out.mkdir(parents=True, exist_ok=True)

@@ -835,18 +835,15 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     out_path = Path(out_path)
     parts = [_read_training_catalogue(cat, k, out_path, timbre=timbre, voice=voice, frame_net=frame_net,
                                       workers=workers, progress=progress) for k, cat in enumerate(cats)]
-    if len(parts) > 1:  # singer names are only unique within a catalogue
-        for k, part in enumerate(parts):
-            part["singers"] = training_singers(part["singers"], k)
-            part["truth"] = part["truth"].assign(singer=training_singers(part["truth"]["singer"], k))
-    singers = [s for part in parts for s in part["singers"]]
+    singers, truth = join_training_singers([part["singers"] for part in parts], [part["truth"] for part in parts])
     vecs = {kind: np.concatenate([part[kind] for part in parts]) for kind in ("voice", "timbre")}
-    truth = pd.concat([part["truth"] for part in parts], ignore_index=True)
     cfg = ProfileConfig(voice_features=asdict(voice.cfg), timbre_sha256=getattr(timbre, "checkpoint_sha256", ""),
                         frame_net=asdict(frame_net) if frame_net else None)
     voice_rows, nets, frame_metrics = vecs["voice"], None, {}
     if frame_net is not None:
-        x = np.concatenate([part.pop("x") for part in parts])  # (S, n, D); the parts' copies are let go
+        xs = [part.pop("x") for part in parts]
+        x = xs[0] if len(xs) == 1 else np.concatenate(xs)  # (S, n, D)
+        del xs  # the catalogues' own copies (1.7 GB per 4,800 singers)
         mask = np.concatenate([part["mask"] for part in parts])  # (S, n)
         table = truth.set_index("singer")
         cols = [c for c in truth.columns if c.startswith("p_")]
@@ -859,9 +856,8 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
                              f"seed {seed}", hashlib.sha256("\n".join(singers).encode()).hexdigest()])
         nets, oof = train_frame_nets(x, mask, y.astype(np.float32), singers, cfg=frame_net, seed=seed,
                                      progress=progress, state_key=nets_key,
-                                     state_path=out_path.with_name(out_path.stem + ".frame_nets.pt"))
-        frame_seconds = round(time.time() - t_nets, 1)
-        frame_metrics = {"frame_net_seconds": frame_seconds}
+                                     state_path=training_cache(out_path, "frame_nets"))
+        frame_metrics = {"frame_net_seconds": round(time.time() - t_nets, 1)}
         voice_rows = np.hstack([vecs["voice"], oof])  # the head is fitted on out-of-fold estimates
         frame_metrics["frame_net_oof_r2"] = _r2_by_singer(oof, y, singers, [c[2:] for c in cols])
     model, metrics = fit_profile(voice_rows, vecs["timbre"], singers, truth, cfg=cfg, seed=seed)
@@ -870,30 +866,38 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
         metrics.update(frame_metrics)
         # the out-of-fold estimates the head was fitted on, for heads fitted on other vectors with the same
         # frame networks (benchmarks/mfcc_head.py)
-        np.savez(out_path.with_name(out_path.stem + ".frame_estimates.npz"), estimates=oof,
+        np.savez(training_cache(out_path, "frame_estimates"), estimates=oof,
                  frame_net_sha=np.array(model.frame_net_sha), singers=np.array(singers))
     data = [part["data"] for part in parts]
-    if len(data) > 1:
-        data = {"catalogues": data, **{k: sum(d[k] for d in data) for k in ("songs", "singers", "failed")}}
+    data = data[0] if len(data) == 1 else {"catalogues": data, **{k: sum(d[k] for d in data)
+                                                                   for k in ("songs", "singers", "failed")}}
     path = save_checkpoint(out_path, kind="profile", model=model, config=asdict(model.cfg), features=timbre.features,
-                           metrics=metrics, data=data if isinstance(data, dict) else data[0],
+                           metrics=metrics, data=data,
                            train={"command": command, "seconds": round(time.time() - start, 1), "seed": seed,
                                   "timbre_checkpoint": getattr(timbre, "checkpoint_path", None)})
     return Path(path)
 
 
 def training_cache(out_path: str | Path, what: str, k: int = 0) -> Path:
-    """Where :func:`train_profile` caches the ``k``-th (from 0) training catalogue's ``"songs"`` (statistics and
-    timbre vectors, ``.pt``) or ``"frames"`` (``.npz``) beside the checkpoint ``out_path``."""
+    """The files :func:`train_profile` writes beside the checkpoint ``out_path``: per training catalogue (``k``
+    from 0) its ``"songs"`` (statistics and timbre vectors, ``.pt``) and ``"frames"`` (``.npz``); for the run,
+    ``"frame_nets"`` (the networks trained so far, ``.pt``) and ``"frame_estimates"`` (their out-of-fold
+    estimates, ``.npz``)."""
     out_path = Path(out_path)
-    suffix = {"songs": "pt", "frames": "npz"}[what]
+    suffix = {"songs": "pt", "frames": "npz", "frame_nets": "pt", "frame_estimates": "npz"}[what]
     return out_path.with_name(f"{out_path.stem}.{what}{'' if k == 0 else f'.{k + 1}'}.{suffix}")
 
 
-def training_singers(names: Sequence[str], k: int) -> list[str]:
-    """The names :func:`train_profile` gives the ``k``-th (from 0) catalogue's singers when it is fitted on
-    several: ``"2:ana-lind"`` is ana-lind of the second."""
-    return [f"{k + 1}:{s}" for s in names]
+def join_training_singers(singers: Sequence[Sequence[str]],
+                          truths: Sequence[pd.DataFrame]) -> tuple[list[str], pd.DataFrame]:
+    """Each training catalogue's song singers and ground-truth table, joined as :func:`train_profile` joins them.
+    Singer names are only unique within a catalogue, so with several catalogues they become ``"K:name"``
+    (``"2:ana-lind"`` is ana-lind of the second catalogue)."""
+    if len(singers) == 1:
+        return list(singers[0]), truths[0]
+    names = [[f"{k + 1}:{s}" for s in part] for k, part in enumerate(singers)]
+    tables = [t.assign(singer=[f"{k + 1}:{s}" for s in t["singer"]]) for k, t in enumerate(truths)]
+    return [s for part in names for s in part], pd.concat(tables, ignore_index=True)
 
 
 def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "VoiceFeatureEmbedder",
