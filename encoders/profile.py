@@ -414,7 +414,9 @@ def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Seq
     rng = np.random.default_rng(seed)
     fold_of = dict(zip(rng.permutation(singers), np.arange(len(singers)) % cfg.folds))
     fold = np.array([fold_of[s] for s in labels])
-    x_flat = x[mask][::10].astype(np.float64)  # (frames / 10, D): every tenth real frame sets the input scaling
+    # (frames / 10, D): every tenth real frame sets the input scaling (picked by index: x[mask] would copy all
+    # the real frames first, 6.7 GB for 19,200 singers)
+    x_flat = x.reshape(-1, x.shape[-1])[np.flatnonzero(mask.ravel())[::10]].astype(np.float64)
     in_mean, in_std = x_flat.mean(0), x_flat.std(0) + 1e-3
     yt = torch.from_numpy(np.asarray(y, np.float32))
     estimates = np.zeros(y.shape, np.float32)
