@@ -800,6 +800,54 @@ def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFea
                          disable=not progress))
 
 
+_WORKER_ENCODERS: dict = {}  # the encoders of an :func:`embed_in_processes` worker
+
+
+def _embedding_worker(encoders: dict) -> None:
+    """Worker-process initializer of :func:`embed_in_processes`: one thread, and the encoders it embeds with."""
+    _one_thread()
+    _WORKER_ENCODERS.update(encoders)
+
+
+def _embed_chunk(paths: Sequence[str]):
+    from encoders.embed import embed_songs
+
+    return embed_songs(paths, _WORKER_ENCODERS, on_error="skip", progress=False)
+
+
+def embed_in_processes(paths: Sequence[str], encoders: dict, *, workers: int | None = None, chunk: int = 256,
+                       progress: bool = True):
+    """``embed_songs(paths, encoders, on_error="skip")`` in ``workers`` processes (default: one per core), ``chunk``
+    songs at a time. The voice statistics are numpy work on one song at a time: one process read 15.6 training
+    songs/s with two torch threads (BENCHMARKS.md, "Voice profile, session 6").
+
+    Returns
+    -------
+    ``({name: (n_ok, dim) array}, failures)`` as ``embed_songs`` returns them: rows in input order, failures
+    indexed into ``paths``
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from encoders.embed import Failure, embed_songs
+
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(paths) <= chunk:
+        return embed_songs(paths, encoders, on_error="skip", progress=progress)
+    starts = range(0, len(paths), chunk)
+    vecs, failures = {name: [] for name in encoders}, []
+    with (ProcessPoolExecutor(workers, initializer=_embedding_worker, initargs=(encoders,)) as pool,
+          tqdm(total=len(paths), desc="embedding", unit="song", disable=not progress) as bar):
+        for start, (part, failed) in zip(starts, pool.map(_embed_chunk, [paths[s:s + chunk] for s in starts])):
+            for name, rows in part.items():
+                vecs[name].append(rows)
+            failures += [Failure(f.index + start, f.path, f.reason) for f in failed]
+            bar.update(min(chunk, len(paths) - start))
+    return {name: np.concatenate(rows) for name, rows in vecs.items()}, failures
+
+
 def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = True, command: str = "",
                   seed: int = 0, frame_net: FrameNetConfig | None = FrameNetConfig(),
                   workers: int | None = None) -> Path:
@@ -814,7 +862,7 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     timbre_encoder : the timbre encoder whose vectors the head reads (default: the shipped one)
     frame_net : train frame networks first (:func:`train_frame_nets`) and fit the head on the statistics plus
         their out-of-fold estimates; None: statistics only
-    workers : processes reading the songs' frames (default: one per core)
+    workers : processes reading the songs' statistics and frames (default: one per core)
 
     Each catalogue's statistics and frames are cached beside ``out_path`` (``<stem>.songs.pt`` and
     ``<stem>.frames.npz`` for the first, ``<stem>.songs.2.pt`` ... for the next), keyed by the catalogue's
@@ -909,7 +957,6 @@ def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "Voi
     (with ``frame_net``) and a ``data`` summary for the checkpoint."""
     from data.synth import singer_truth_path
     from encoders.checkpoint import atomic_torch_save
-    from encoders.embed import embed_songs
 
     truth_path = singer_truth_path(cat.source)
     if not truth_path.is_file():
@@ -929,7 +976,8 @@ def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "Voi
                 raise SingrecError("the cached statistics do not say which songs failed; delete the cache", cache)
             failed = []
     else:
-        vecs, failures = embed_songs(paths, {"timbre": timbre, "voice": voice}, on_error="skip", progress=progress)
+        vecs, failures = embed_in_processes(paths, {"timbre": timbre, "voice": voice}, workers=workers,
+                                            progress=progress)
         bad = {f.index for f in failures}
         part = {**vecs, "singers": [s for i, s in enumerate(cat.songs["singer"]) if i not in bad]}
         failed = [paths[i] for i in sorted(bad)]

@@ -361,3 +361,22 @@ def test_a_head_is_fitted_on_several_catalogues_and_reads_only_the_new_one(tiny_
     assert (tmp_path / "out" / "profile.songs.2.pt").is_file() and (tmp_path / "out" / "profile.frames.2.npz").is_file()
     with pytest.raises(SingrecError, match="trains on one catalogue"):
         train([first, second], tmp_path / "t", encoder="timbre")
+
+
+def test_training_songs_are_embedded_in_processes_as_in_one(tiny_checkpoints, tiny_catalogue, tmp_path):
+    from data.catalogue import Catalogue
+    from encoders.embed import embed_songs
+    from encoders.profile import VoiceFeatureEmbedder, embed_in_processes
+
+    timbre = load_encoder(tiny_checkpoints / "timbre.pt")
+    encs = {"timbre": timbre, "voice": VoiceFeatureEmbedder(features=timbre.features)}
+    paths = [str(p) for p in Catalogue.open(tiny_catalogue).songs["path"]]  # 12 songs
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"not audio")
+    paths = [*paths[:5], str(bad), *paths[5:]]  # in the second chunk of four
+    one, failed_one = embed_songs(paths, encs, on_error="skip", progress=False)
+    many, failed_many = embed_in_processes(paths, encs, workers=2, chunk=4, progress=False)
+    assert [(f.index, f.path) for f in failed_many] == [(f.index, f.path) for f in failed_one] == [(5, str(bad))]
+    for name in encs:  # the same rows in the same order (batches of four songs instead of sixteen: float noise)
+        assert many[name].shape == one[name].shape == (12, encs[name].dim)
+        np.testing.assert_allclose(many[name], one[name], rtol=1e-5, atol=1e-5)
