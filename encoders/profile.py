@@ -821,6 +821,10 @@ def embed_in_processes(paths: Sequence[str], encoders: dict, *, workers: int | N
     songs at a time. The voice statistics are numpy work on one song at a time: one process read 15.6 training
     songs/s with two torch threads (BENCHMARKS.md, "Voice profile, session 6").
 
+    Parameters
+    ----------
+    encoders : ``{name: Embedder}``, not exactly ``timbre`` and ``melody`` (for which ``embed_songs`` returns a tuple)
+
     Returns
     -------
     ``({name: (n_ok, dim) array}, failures)`` as ``embed_songs`` returns them: rows in input order, failures
@@ -833,6 +837,8 @@ def embed_in_processes(paths: Sequence[str], encoders: dict, *, workers: int | N
 
     from encoders.embed import Failure, embed_songs
 
+    if set(encoders) == {"timbre", "melody"}:
+        raise SingrecError("embed_in_processes returns a dict of arrays; embed timbre and melody with embed_songs")
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(paths) <= chunk:
         return embed_songs(paths, encoders, on_error="skip", progress=progress)
