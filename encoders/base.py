@@ -47,6 +47,14 @@ def set_torch_threads(n: int | None = None) -> int:
     return n
 
 
+def one_thread_per_process() -> None:
+    """Worker-process initializer: one torch and one BLAS thread in this process (the processes share the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    set_torch_threads(1)
+    threadpool_limits(1)  # for the rest of the process (set once: ~2 ms per call)
+
+
 def supcon_loss(z: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
     """Supervised-contrastive loss (SupCon "L_out") with in-batch negatives; SimCLR's NT-Xent when every row has
     one positive. Both encoders train with it (timbre: :func:`encoders.timbre.nt_xent`; melody: TCAE's

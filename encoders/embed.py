@@ -21,7 +21,7 @@ import numpy as np
 from data.audio import check_waveform, load_audio
 from data.errors import SingrecError
 from data.features import FeatureConfig, log_mel
-from encoders.base import set_torch_threads
+from encoders.base import one_thread_per_process, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ def _loaded(items: Sequence, sr: int, min_seconds: float, workers: int) -> Itera
 
 
 def embed_songs(songs: Sequence[str | Path | np.ndarray], encoders, *, batch_size: int = 16,
-                progress: bool = True, workers: int = 2, on_error: Literal["raise", "skip"] = "raise",
-                min_seconds: float = 0.5):
+                progress: bool = True, workers: int = 2, processes: int = 1,
+                on_error: Literal["raise", "skip"] = "raise", min_seconds: float = 0.5):
     """Embed songs (files or mono float32 waveforms at the encoders' sample rate) with every encoder.
 
     Parameters
@@ -103,8 +103,12 @@ def embed_songs(songs: Sequence[str | Path | np.ndarray], encoders, *, batch_siz
     batch_size : songs per encoder call (crops of a batch are embedded together)
     progress : show a tqdm bar
     workers : audio-decoding threads running ahead of the encoders (<= 1: decode inline)
-    on_error : ``"raise"``: the first unreadable song raises a SingrecError naming it;
-        ``"skip"``: unreadable songs are left out and returned as a list of :class:`Failure`
+    processes : processes embedding chunks of the songs side by side, one thread each (for encoders that one
+        process cannot spread over the cores, such as the voice statistics: numpy work on one song at a time);
+        1: all in this process. The rows are the same either way.
+    on_error : ``"raise"``: the first unreadable song raises a SingrecError naming it (with ``processes`` > 1,
+        once all songs are read); ``"skip"``: unreadable songs are left out and returned as a list of
+        :class:`Failure`
     min_seconds : shorter songs are unreadable
 
     Returns
@@ -114,13 +118,31 @@ def embed_songs(songs: Sequence[str | Path | np.ndarray], encoders, *, batch_siz
     list is appended: ``(timbre, melody, failures)`` or ``(dict, failures)``; the rows then belong to the
     inputs whose index is not in ``failures``.
     """
-    from tqdm.auto import tqdm
-
     if on_error not in ("raise", "skip"):
         raise SingrecError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     named = _named(encoders)
     features = _common_features(named)
-    set_torch_threads()
+    read = dict(batch_size=batch_size, workers=workers, min_seconds=min_seconds)
+    if processes > 1 and len(songs) > batch_size:
+        arrays, failures = _embed_in_processes(songs, named, features, processes, progress=progress, **read)
+        if on_error == "raise" and failures:
+            raise SingrecError(failures[0].reason, failures[0].path)
+    else:
+        set_torch_threads()
+        arrays, failures = _embed(songs, named, features, progress=progress, stop_at_failure=on_error == "raise",
+                                  **read)
+    result = (arrays["timbre"], arrays["melody"]) if set(arrays) == {"timbre", "melody"} else arrays
+    if on_error == "skip":
+        return (*result, failures) if isinstance(result, tuple) else (result, failures)
+    return result
+
+
+def _embed(songs: Sequence, named: dict, features: FeatureConfig, *, batch_size: int, progress: bool, workers: int,
+           min_seconds: float, stop_at_failure: bool) -> tuple[dict[str, np.ndarray], list[Failure]]:
+    """:func:`embed_songs` in this process: ``({name: (n_ok, dim) rows}, failures)``; with ``stop_at_failure``
+    the first unreadable song raises."""
+    from tqdm.auto import tqdm
+
     kinds = {name: getattr(enc, "input_kind", "logmel") for name, enc in named.items()}
     need_mel = any(k != "waveform" for k in kinds.values())
 
@@ -141,7 +163,7 @@ def embed_songs(songs: Sequence[str | Path | np.ndarray], encoders, *, batch_siz
     try:
         for index, label, wave, reason in _loaded(songs, features.sample_rate, min_seconds, workers):
             if wave is None:
-                if on_error == "raise":
+                if stop_at_failure:
                     raise SingrecError(reason, label)
                 log.warning("skipping %s: %s", label, reason)
                 failures.append(Failure(index, label, reason))
@@ -153,10 +175,48 @@ def embed_songs(songs: Sequence[str | Path | np.ndarray], encoders, *, batch_siz
         flush()
     finally:
         bar.close()
+    return _stacked(chunks, named), failures
 
-    arrays = {name: (np.concatenate(c) if c else np.zeros((0, named[name].dim), np.float32))
-              for name, c in chunks.items()}
-    result = (arrays["timbre"], arrays["melody"]) if set(arrays) == {"timbre", "melody"} else arrays
-    if on_error == "skip":
-        return (*result, failures) if isinstance(result, tuple) else (result, failures)
-    return result
+
+def _stacked(chunks: dict[str, list[np.ndarray]], named: dict) -> dict[str, np.ndarray]:
+    """Each encoder's row blocks as one (n, dim) float32 array (empty blocks: (0, dim))."""
+    return {name: (np.concatenate(c) if c else np.zeros((0, named[name].dim), np.float32))
+            for name, c in chunks.items()}
+
+
+_PROCESS_ENCODERS: dict = {}  # the encoders of an :func:`_embed_in_processes` worker process
+
+
+def _embedding_process(named: dict) -> None:
+    """Worker-process initializer: one thread, and the encoders it embeds with."""
+    one_thread_per_process()
+    _PROCESS_ENCODERS.update(named)
+
+
+def _embed_chunk(songs: Sequence, features: FeatureConfig, read: dict) -> tuple[dict[str, np.ndarray], list[Failure]]:
+    return _embed(songs, _PROCESS_ENCODERS, features, progress=False, stop_at_failure=False, **read)
+
+
+def _embed_in_processes(songs: Sequence, named: dict, features: FeatureConfig, processes: int, *, progress: bool,
+                        **read) -> tuple[dict[str, np.ndarray], list[Failure]]:
+    """:func:`_embed` over chunks of the songs in ``processes`` processes, in input order; failures indexed into
+    ``songs``. Chunks: at least a batch, at most 256 songs (the progress bar moves per chunk), and at least four
+    per process where the songs allow, so that the processes finish together."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from tqdm.auto import tqdm
+
+    chunk = min(256, max(read["batch_size"], -(-len(songs) // (4 * processes))))
+    starts = range(0, len(songs), chunk)
+    blocks: dict[str, list[np.ndarray]] = {name: [] for name in named}
+    failures: list[Failure] = []
+    with (ProcessPoolExecutor(processes, initializer=_embedding_process, initargs=(named,)) as pool,
+          tqdm(total=len(songs), desc="embedding", unit="song", disable=not progress) as bar):
+        work = partial(_embed_chunk, features=features, read=read)
+        for start, (rows, failed) in zip(starts, pool.map(work, [songs[s:s + chunk] for s in starts])):
+            for name, block in rows.items():
+                blocks[name].append(block)
+            failures += [f._replace(index=f.index + start) for f in failed]
+            bar.update(min(chunk, len(songs) - start))
+    return _stacked(blocks, named), failures

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -60,7 +61,7 @@ from torch import nn
 
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig
-from encoders.base import set_torch_threads
+from encoders.base import one_thread_per_process
 from encoders.expression import (EXPRESSION_FEATURES, ExpressionConfig, analyse, expression_from_analysis,
                                  harmonic_levels, note_spans, parabolic_offset)
 
@@ -758,14 +759,6 @@ def profile_from_checkpoint(ckpt: dict) -> VoiceProfile:
     return model.eval()
 
 
-def _one_thread() -> None:
-    """Worker-process initializer: one torch and one BLAS thread per process (the processes share the cores)."""
-    from threadpoolctl import threadpool_limits
-
-    set_torch_threads(1)
-    threadpool_limits(1)  # for the rest of the process (set once: ~2 ms per call)
-
-
 def _song_frames(path: str, sample_rate: int, cfg: VoiceFeatureConfig, frames: FrameNetConfig) -> np.ndarray | None:
     """float16 :func:`frame_features` of one audio file (None if it cannot be read)."""
     from data.audio import load_audio
@@ -785,7 +778,6 @@ def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFea
                 progress: bool = True) -> list[np.ndarray | None]:
     """:func:`frame_features` (float16) of audio files, in ``workers`` processes (default: one per core); None
     for a file that cannot be read."""
-    import os
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
@@ -795,63 +787,9 @@ def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFea
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         return [work(p) for p in tqdm(paths, desc="frames", disable=not progress)]
-    with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(workers, initializer=one_thread_per_process) as pool:
         return list(tqdm(pool.map(work, paths, chunksize=32), total=len(paths), desc="frames",
                          disable=not progress))
-
-
-_WORKER_ENCODERS: dict = {}  # the encoders of an :func:`embed_in_processes` worker
-
-
-def _embedding_worker(encoders: dict) -> None:
-    """Worker-process initializer of :func:`embed_in_processes`: one thread, and the encoders it embeds with."""
-    _one_thread()
-    _WORKER_ENCODERS.update(encoders)
-
-
-def _embed_chunk(paths: Sequence[str]):
-    from encoders.embed import embed_songs
-
-    return embed_songs(paths, _WORKER_ENCODERS, on_error="skip", progress=False)
-
-
-def embed_in_processes(paths: Sequence[str], encoders: dict, *, workers: int | None = None, chunk: int = 256,
-                       progress: bool = True):
-    """``embed_songs(paths, encoders, on_error="skip")`` in ``workers`` processes (default: one per core), ``chunk``
-    songs at a time. The voice statistics are numpy work on one song at a time: one process read 15.6 training
-    songs/s with two torch threads (BENCHMARKS.md, "Voice profile, session 6").
-
-    Parameters
-    ----------
-    encoders : ``{name: Embedder}``, not exactly ``timbre`` and ``melody`` (for which ``embed_songs`` returns a tuple)
-
-    Returns
-    -------
-    ``({name: (n_ok, dim) array}, failures)`` as ``embed_songs`` returns them: rows in input order, failures
-    indexed into ``paths``
-    """
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm.auto import tqdm
-
-    from encoders.embed import Failure, embed_songs
-
-    if set(encoders) == {"timbre", "melody"}:
-        raise SingrecError("embed_in_processes returns a dict of arrays; embed timbre and melody with embed_songs")
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(paths) <= chunk:
-        return embed_songs(paths, encoders, on_error="skip", progress=progress)
-    starts = range(0, len(paths), chunk)
-    vecs, failures = {name: [] for name in encoders}, []
-    with (ProcessPoolExecutor(workers, initializer=_embedding_worker, initargs=(encoders,)) as pool,
-          tqdm(total=len(paths), desc="embedding", unit="song", disable=not progress) as bar):
-        for start, (part, failed) in zip(starts, pool.map(_embed_chunk, [paths[s:s + chunk] for s in starts])):
-            for name, rows in part.items():
-                vecs[name].append(rows)
-            failures += [Failure(f.index + start, f.path, f.reason) for f in failed]
-            bar.update(min(chunk, len(paths) - start))
-    return {name: np.concatenate(rows) for name, rows in vecs.items()}, failures
 
 
 def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = True, command: str = "",
@@ -963,6 +901,7 @@ def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "Voi
     (with ``frame_net``) and a ``data`` summary for the checkpoint."""
     from data.synth import singer_truth_path
     from encoders.checkpoint import atomic_torch_save
+    from encoders.embed import embed_songs
 
     truth_path = singer_truth_path(cat.source)
     if not truth_path.is_file():
@@ -982,8 +921,8 @@ def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "Voi
                 raise SingrecError("the cached statistics do not say which songs failed; delete the cache", cache)
             failed = []
     else:
-        vecs, failures = embed_in_processes(paths, {"timbre": timbre, "voice": voice}, workers=workers,
-                                            progress=progress)
+        vecs, failures = embed_songs(paths, {"timbre": timbre, "voice": voice}, on_error="skip", progress=progress,
+                                     processes=workers or os.cpu_count() or 1)
         bad = {f.index for f in failures}
         part = {**vecs, "singers": [s for i, s in enumerate(cat.songs["singer"]) if i not in bad]}
         failed = [paths[i] for i in sorted(bad)]

@@ -287,7 +287,6 @@ def test_frame_nets_learn_a_per_frame_peak_position_out_of_fold():
     assert r2 > 0.8, r2
 
 
-
 def test_frame_net_training_resumes_after_the_networks_it_saved(tmp_path):
     """A run that stopped after its first network continues from it and ends with the uninterrupted run's
     networks and estimates (the saved network's random draws are replayed); another key starts afresh."""
@@ -311,6 +310,7 @@ def test_frame_net_training_resumes_after_the_networks_it_saved(tmp_path):
     torch.save({"key": "a", "nets": [{**saved["nets"][0], "estimates": saved["nets"][0]["estimates"] + 1}]}, state)
     _, oof3 = train_frame_nets(x, mask, y, groups, cfg=cfg, progress=False, state_path=state, state_key="b")
     np.testing.assert_array_equal(oof3, oof)  # the saved network (with other estimates) was not used
+
 
 def test_a_head_with_frame_networks_round_trips_and_embeds_them(tiny_checkpoints):
     from encoders.profile import VoiceFeatureEmbedder
@@ -366,17 +366,19 @@ def test_a_head_is_fitted_on_several_catalogues_and_reads_only_the_new_one(tiny_
 def test_training_songs_are_embedded_in_processes_as_in_one(tiny_checkpoints, tiny_catalogue, tmp_path):
     from data.catalogue import Catalogue
     from encoders.embed import embed_songs
-    from encoders.profile import VoiceFeatureEmbedder, embed_in_processes
+    from encoders.profile import VoiceFeatureEmbedder
 
     timbre = load_encoder(tiny_checkpoints / "timbre.pt")
     encs = {"timbre": timbre, "voice": VoiceFeatureEmbedder(features=timbre.features)}
     paths = [str(p) for p in Catalogue.open(tiny_catalogue).songs["path"]]  # 12 songs
     bad = tmp_path / "bad.flac"
     bad.write_bytes(b"not audio")
-    paths = [*paths[:5], str(bad), *paths[5:]]  # in the second chunk of four
-    one, failed_one = embed_songs(paths, encs, on_error="skip", progress=False)
-    many, failed_many = embed_in_processes(paths, encs, workers=2, chunk=4, progress=False)
+    paths = [*paths[:5], str(bad), *paths[5:]]  # in the second of four chunks (two processes, batches of four)
+    one, failed_one = embed_songs(paths, encs, on_error="skip", progress=False, batch_size=4)
+    many, failed_many = embed_songs(paths, encs, on_error="skip", progress=False, batch_size=4, processes=2)
     assert [(f.index, f.path) for f in failed_many] == [(f.index, f.path) for f in failed_one] == [(5, str(bad))]
-    for name in encs:  # the same rows in the same order (batches of four songs instead of sixteen: float noise)
+    for name in encs:  # the same rows in the same order (other batches: float noise at most)
         assert many[name].shape == one[name].shape == (12, encs[name].dim)
         np.testing.assert_allclose(many[name], one[name], rtol=1e-5, atol=1e-5)
+    with pytest.raises(SingrecError, match="bad.flac"):
+        embed_songs(paths, encs, progress=False, batch_size=4, processes=2)
