@@ -62,6 +62,7 @@ from torch import nn
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig
 from encoders.base import one_thread_per_process
+from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, load_encoder, save_checkpoint
 from encoders.expression import (EXPRESSION_FEATURES, ExpressionConfig, analyse, expression_from_analysis,
                                  harmonic_levels, note_spans, parabolic_offset)
 
@@ -422,8 +423,6 @@ def train_frame_nets(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Seq
     yt = torch.from_numpy(np.asarray(y, np.float32))
     estimates = np.zeros(y.shape, np.float32)
     nets = []
-    if state_path:
-        from encoders.checkpoint import atomic_torch_save
     state = torch.load(state_path, weights_only=True) if state_path and Path(state_path).is_file() else {}
     saved = state.get("nets", []) if state.get("key") == state_key else []  # [{"state", "estimates"}] per network
     for k in range(cfg.folds):
@@ -817,7 +816,6 @@ def train_profile(catalogue, out_path, *, timbre_encoder=None, progress: bool = 
     import time
 
     from data.catalogue import Catalogue
-    from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder, save_checkpoint
 
     start = time.time()
     sources = list(catalogue) if isinstance(catalogue, (list, tuple)) else [catalogue]
@@ -900,7 +898,6 @@ def _read_training_catalogue(cat, k: int, out_path: Path, *, timbre, voice: "Voi
     ``voice`` / ``timbre`` rows, their ``singers``, the ground-truth table ``truth``, the frames ``x`` / ``mask``
     (with ``frame_net``) and a ``data`` summary for the checkpoint."""
     from data.synth import singer_truth_path
-    from encoders.checkpoint import atomic_torch_save
     from encoders.embed import embed_songs
 
     truth_path = singer_truth_path(cat.source)
