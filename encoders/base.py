@@ -55,6 +55,22 @@ def one_thread_per_process() -> None:
     threadpool_limits(1)  # for the rest of the process (set once: ~2 ms per call)
 
 
+def worker_processes(processes: int, *, initializer: Callable | None = one_thread_per_process, initargs: tuple = ()):
+    """A ``ProcessPoolExecutor`` of ``processes`` *spawned* worker processes, each set up by ``initializer``.
+
+    Spawned, not forked (Linux's default): a forked child inherits the parent's OpenMP (libgomp) thread-pool
+    state without its threads, and hangs in its first parallel torch op once the parent has run one on more
+    than one thread (seen with ``SINGREC_THREADS=2``: ``embed_songs`` in one process, then with ``processes=2``;
+    tests/test_profile.py). A spawned child starts a fresh interpreter (~2 s of imports), so chunks of work
+    should be large.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+                               initargs=initargs)
+
+
 def supcon_loss(z: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
     """Supervised-contrastive loss (SupCon "L_out") with in-batch negatives; SimCLR's NT-Xent when every row has
     one positive. Both encoders train with it (timbre: :func:`encoders.timbre.nt_xent`; melody: TCAE's

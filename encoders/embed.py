@@ -21,7 +21,7 @@ import numpy as np
 from data.audio import check_waveform, load_audio
 from data.errors import SingrecError
 from data.features import FeatureConfig, log_mel
-from encoders.base import one_thread_per_process, set_torch_threads
+from encoders.base import one_thread_per_process, set_torch_threads, worker_processes
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ def embed_songs(songs: Sequence[str | Path | np.ndarray], encoders, *, batch_siz
     workers : audio-decoding threads running ahead of the encoders (<= 1: decode inline)
     processes : processes embedding chunks of the songs side by side, one thread each (for encoders that one
         process cannot spread over the cores, such as the voice statistics: numpy work on one song at a time);
-        1: all in this process. The rows are the same either way.
+        1: all in this process. The rows are the same either way. The processes are spawned (see
+        :func:`encoders.base.worker_processes`), so a script that asks for them needs the
+        ``if __name__ == "__main__":`` guard.
     on_error : ``"raise"``: the first unreadable song raises a SingrecError naming it (with ``processes`` > 1,
         once all songs are read); ``"skip"``: unreadable songs are left out and returned as a list of
         :class:`Failure`
@@ -202,7 +204,6 @@ def _embed_in_processes(songs: Sequence, named: dict, features: FeatureConfig, p
     """:func:`_embed` over chunks of the songs in ``processes`` processes, in input order; failures indexed into
     ``songs``. Chunks: at least a batch, at most 256 songs (the progress bar moves per chunk), and at least four
     per process where the songs allow, so that the processes finish together."""
-    from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
     from tqdm.auto import tqdm
@@ -211,7 +212,7 @@ def _embed_in_processes(songs: Sequence, named: dict, features: FeatureConfig, p
     starts = range(0, len(songs), chunk)
     blocks: dict[str, list[np.ndarray]] = {name: [] for name in named}
     failures: list[Failure] = []
-    with (ProcessPoolExecutor(processes, initializer=_embedding_process, initargs=(named,)) as pool,
+    with (worker_processes(processes, initializer=_embedding_process, initargs=(named,)) as pool,
           tqdm(total=len(songs), desc="embedding", unit="song", disable=not progress) as bar):
         work = partial(_embed_chunk, features=features, read=read)
         for start, (rows, failed) in zip(starts, pool.map(work, [songs[s:s + chunk] for s in starts])):

@@ -61,7 +61,7 @@ from torch import nn
 
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig
-from encoders.base import one_thread_per_process
+from encoders.base import worker_processes
 from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, load_encoder, save_checkpoint
 from encoders.expression import (EXPRESSION_FEATURES, ExpressionConfig, analyse, expression_from_analysis,
                                  harmonic_levels, note_spans, parabolic_offset)
@@ -777,7 +777,6 @@ def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFea
                 progress: bool = True) -> list[np.ndarray | None]:
     """:func:`frame_features` (float16) of audio files, in ``workers`` processes (default: one per core); None
     for a file that cannot be read."""
-    from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
     from tqdm.auto import tqdm
@@ -786,7 +785,7 @@ def song_frames(paths: Sequence[str], *, sample_rate: int = 16000, cfg: VoiceFea
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         return [work(p) for p in tqdm(paths, desc="frames", disable=not progress)]
-    with ProcessPoolExecutor(workers, initializer=one_thread_per_process) as pool:
+    with worker_processes(workers) as pool:
         return list(tqdm(pool.map(work, paths, chunksize=32), total=len(paths), desc="frames",
                          disable=not progress))
 

@@ -382,3 +382,30 @@ def test_training_songs_are_embedded_in_processes_as_in_one(tiny_checkpoints, ti
         np.testing.assert_allclose(many[name], one[name], rtol=1e-5, atol=1e-5)
     with pytest.raises(SingrecError, match="bad.flac"):
         embed_songs(paths, encs, progress=False, batch_size=4, processes=2)
+
+
+def test_processes_do_not_hang_after_multithreaded_torch_in_the_parent(tiny_checkpoints, tiny_catalogue):
+    """Forked workers hung in their first parallel torch op once the parent had run torch on two threads
+    (libgomp's pool state is inherited without its threads); the workers are spawned now. Run in a fresh
+    interpreter with SINGREC_THREADS=2 and a time limit, so that a hang fails instead of stalling the suite."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+from data.catalogue import Catalogue
+from encoders.checkpoint import load_encoder
+from encoders.embed import embed_songs
+from encoders.profile import VoiceFeatureEmbedder
+timbre = load_encoder({str(tiny_checkpoints / "timbre.pt")!r})
+encs = {{"timbre": timbre, "voice": VoiceFeatureEmbedder(features=timbre.features)}}
+paths = [str(p) for p in Catalogue.open({str(tiny_catalogue)!r}).songs["path"]]
+one = embed_songs(paths, encs, progress=False, batch_size=4)
+many = embed_songs(paths, encs, progress=False, batch_size=4, processes=2)
+print("rows", *(len(many[name]) for name in encs))
+"""
+    env = {**os.environ, "SINGREC_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["rows", "12", "12"]
