@@ -400,7 +400,7 @@ from encoders.profile import VoiceFeatureEmbedder
 timbre = load_encoder({str(tiny_checkpoints / "timbre.pt")!r})
 encs = {{"timbre": timbre, "voice": VoiceFeatureEmbedder(features=timbre.features)}}
 paths = [str(p) for p in Catalogue.open({str(tiny_catalogue)!r}).songs["path"]]
-one = embed_songs(paths, encs, progress=False, batch_size=4)
+embed_songs(paths, encs, progress=False, batch_size=4)  # torch on two threads in this process first
 many = embed_songs(paths, encs, progress=False, batch_size=4, processes=2)
 print("rows", *(len(many[name]) for name in encs))
 """
