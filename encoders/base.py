@@ -1,6 +1,7 @@
 """What every song embedder offers (learned encoders and baselines alike), and torch thread policy."""
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
@@ -30,6 +31,15 @@ def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation of a (N, d) array, float32."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (checkpoints, shipped weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def set_torch_threads(n: int | None = None) -> int:

@@ -12,7 +12,6 @@ shipped checkpoint stays small. ``load_encoder(path)`` is the one way to get an 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -24,6 +23,7 @@ import torch
 
 from data.errors import SingrecError
 from data.features import FeatureConfig
+from encoders.base import file_sha256  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +103,6 @@ def read_checkpoint(path: str | Path) -> dict:
         if key not in ckpt:
             raise SingrecError(f"checkpoint is missing {key!r}", path)
     return ckpt
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_encoder(path: str | Path, *, kind: str | None = None):

@@ -1,4 +1,13 @@
-"""Timbre encoder: a small TDNN over ~4 s log-mel crops, trained contrastively, pooled to one song vector.
+"""Timbre encoder: a frozen real-voice speaker encoder fused with a small TDNN over ~4 s log-mel crops, trained
+contrastively; one song vector.
+
+Song vector. ``[g, w * t] / sqrt(1 + w^2)`` (``w = tdnn_weight``): ``g`` is the song's GE2E speaker vector
+(:mod:`encoders.speaker`: weights trained on thousands of real speakers, shipped in the ``resemblyzer``
+wheel, frozen), ``t`` the TDNN's vector below, both unit length, so the fused cosine is
+``(cos_g + w^2 cos_t) / (1 + w^2)``. The TDNN learns from singrec's synthetic singers what the pair policy
+teaches; the speaker encoder brings what only real voices teach (on the real-singing dev set the fused vector
+finds a singer's other songs better than either part: BENCHMARKS.md, "Real singing"). ``speaker=False``
+gives the TDNN alone.
 
 Reading order (top-down): helpers (crops, random recording chain) -> blocks -> config -> model ->
 contrastive loss and pair policy -> :class:`TimbreEncoder` (the :class:`~encoders.base.Embedder`) ->
@@ -35,8 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig, log_mel, mel_power
 from encoders.base import l2_normalise, set_torch_threads, supcon_loss
+from encoders.speaker import SPEAKER_FEATURES, SpeakerConfig, load_ge2e, speaker_vectors
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +221,11 @@ class TimbreConfig:
     floor_db: float = 80.0                   # log-mel floor below the crop's peak
     crop_frames: int = 250                   # 4 s at 62.5 frames/s
     hop_frames: int = 125                    # crop hop when embedding a whole song (2 s)
+    # --- fusion with the frozen real-voice speaker encoder (encoders/speaker.py)
+    speaker: bool = True                     # fuse the GE2E speaker vector into the song vector
+    tdnn_weight: float = 0.5                 # the TDNN vector's weight against the speaker vector's (1)
+    speaker_max_partials: int = 24           # 1.6-s partials read per song at most (bounds indexing cost)
+    speaker_level_dbfs: float = -20.0        # level of a song's active frames before the speaker encoder
     # --- contrastive pair policy
     temperature: float = 0.1                 # NT-Xent temperature
     positives: Literal["song", "singer"] = "singer"  # base positive: another crop of the song / the singer
@@ -257,6 +273,8 @@ class TimbreConfig:
                 raise ValueError(f"{name} must be 'none', 'pos' or 'neg', got {getattr(self, name)!r}")
         if self.positives not in ("song", "singer"):
             raise ValueError(f"positives must be 'song' or 'singer', got {self.positives!r}")
+        if self.tdnn_weight < 0:
+            raise ValueError(f"tdnn_weight must be >= 0, got {self.tdnn_weight}")
         if self.norm not in ("crop", "band"):
             raise ValueError(f"norm must be 'crop' or 'band', got {self.norm!r}")
 
@@ -375,9 +393,11 @@ def nt_xent(z: torch.Tensor, groups: torch.Tensor, temperature: float) -> torch.
 # ----------------------------------------------------------------------------------------------------------
 
 class TimbreEncoder:
-    """Song timbre embedder: mean of crop embeddings over the whole song, re-normalised.
+    """Song timbre embedder: the speaker vector fused with the TDNN's (mean of crop embeddings over the whole
+    song), re-normalised; see the module docstring.
 
-    Implements :class:`encoders.base.Embedder` (``name="timbre"``). Get one with
+    Implements :class:`encoders.base.Embedder` (``name="timbre"``). With the speaker branch it reads waveforms
+    (``input_kind == "waveform"``: the speaker encoder has its own mel); without it, log-mels. Get one with
     ``encoders.checkpoint.load_encoder(path)``; ``TimbreEncoder(model=..., features=...)`` wraps a trained net.
     """
 
@@ -389,6 +409,9 @@ class TimbreEncoder:
             model = TimbreNet(config or TimbreConfig())
         if model.cfg.n_mels != features.n_mels:
             raise ValueError(f"model expects {model.cfg.n_mels} mel bands, features have {features.n_mels}")
+        if model.cfg.speaker and features.sample_rate != SPEAKER_FEATURES.sample_rate:
+            raise ValueError(f"the speaker branch reads {SPEAKER_FEATURES.sample_rate} Hz audio, features are "
+                             f"{features.sample_rate} Hz")
         self.model = model.eval()
         self.config = model.cfg
         self.features = features
@@ -396,10 +419,21 @@ class TimbreEncoder:
         self.checkpoint_path: str | None = None
         self.checkpoint_sha256: str | None = None
         self.metrics: dict = {}
+        self.speaker: SpeakerConfig | None = None
+        self.frontend: dict | None = None  # what index.json records about the speaker weights
+        if self.config.speaker:
+            self.speaker = SpeakerConfig(max_partials=self.config.speaker_max_partials,
+                                         level_dbfs=self.config.speaker_level_dbfs)
+            _, sha = load_ge2e()  # fails here, naming the missing package, rather than mid-indexing
+            self.frontend = {"package": "resemblyzer", "weights": "pretrained.pt", "sha256": sha}
+
+    @property
+    def input_kind(self) -> str:
+        return "waveform" if self.speaker else "logmel"
 
     @property
     def dim(self) -> int:
-        return self.config.emb_dim
+        return self.config.emb_dim + (256 if self.speaker else 0)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, *, features: FeatureConfig) -> "TimbreEncoder":
@@ -414,14 +448,22 @@ class TimbreEncoder:
         return f"TimbreEncoder(dim={self.dim}, crop={self.config.crop_frames}, ckpt={self.checkpoint_path})"
 
     def embed_logmels(self, mels: Sequence[torch.Tensor]) -> np.ndarray:
-        """Embed songs given as (n_mels, T_i) log-mels -> float32 (N, emb_dim), unit rows.
+        """Embed songs given as (n_mels, T_i) log-mels -> float32 (N, dim), unit rows. Only without the speaker
+        branch, which reads the waveform (use :meth:`embed_waveforms`)."""
+        if self.speaker:
+            raise SingrecError("this timbre encoder fuses a speaker encoder that reads the waveform; call "
+                               "embed_waveforms (input_kind == 'waveform')")
+        return self.tdnn_vectors(mels)
+
+    def tdnn_vectors(self, mels: Sequence[torch.Tensor]) -> np.ndarray:
+        """The TDNN part: songs given as (n_mels, T_i) log-mels -> float32 (N, emb_dim), unit rows.
 
         Crops of all songs are batched together (``batch_crops`` per forward pass).
         """
         set_torch_threads()
         cfg = self.config
         if len(mels) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, cfg.emb_dim), dtype=np.float32)
         crops, owner = [], []
         for i, m in enumerate(mels):
             m = torch.as_tensor(m, dtype=torch.float32)
@@ -431,7 +473,7 @@ class TimbreEncoder:
             crops.append(c)
             owner.append(torch.full((c.shape[0],), i, dtype=torch.long))
         owner_t = torch.cat(owner)  # (n_total,)
-        sums = torch.zeros(len(mels), self.dim)  # (N, E)
+        sums = torch.zeros(len(mels), cfg.emb_dim)  # (N, E)
         with torch.inference_mode():
             flat = torch.cat(crops)  # (n_total, M, crop)
             for s in range(0, flat.shape[0], self.batch_crops):
@@ -440,9 +482,12 @@ class TimbreEncoder:
         return l2_normalise(sums.numpy())
 
     def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Embed mono float32 waveforms at ``features.sample_rate`` -> float32 (N, emb_dim), unit rows."""
-        mels = [log_mel(np.asarray(w, dtype=np.float32), cfg=self.features) for w in waves]
-        return self.embed_logmels(mels)
+        """Embed mono float32 waveforms at ``features.sample_rate`` (16 kHz) -> float32 (N, dim), unit rows."""
+        t = self.tdnn_vectors([log_mel(np.asarray(w, dtype=np.float32), cfg=self.features) for w in waves])
+        if not self.speaker:
+            return t
+        g = speaker_vectors(waves, self.speaker)  # (N, 256)
+        return l2_normalise(np.hstack([g, self.config.tdnn_weight * t]))  # (N, 256 + emb_dim)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from data.catalogue import Catalogue
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig, log_mel
 from encoders.base import retrieval_metrics, set_torch_threads
-from encoders.checkpoint import atomic_torch_save, file_sha256, save_checkpoint
+from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, file_sha256, read_checkpoint, save_checkpoint
 from encoders.timbre import (Policy, SongBank, TimbreConfig, TimbreEncoder, TimbreNet, train_epoch,
                              validation_loss)
 
@@ -83,16 +83,6 @@ def load_waves(paths: list[str], *, sr: int, max_seconds: float | None = None,
             waves.append(None)
             failures.append((str(p), exc.reason))
     return waves, failures
-
-
-def embed_waves(encoder, waves: list[np.ndarray], features: FeatureConfig = DEFAULT_FEATURES,
-                chunk: int = 64) -> np.ndarray:
-    """Song vectors of in-memory waveforms with any Embedder, in chunks. Returns (N, dim) float32."""
-    out = []
-    for i in range(0, len(waves), chunk):
-        mels = [log_mel(w, cfg=features) for w in waves[i:i + chunk]]
-        out.append(encoder.embed_logmels(mels))
-    return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
 
 
 BANK_FORMAT = "singrec-timbre-bank/1"
@@ -173,7 +163,8 @@ def _command() -> str:
 # Timbre
 # ----------------------------------------------------------------------------------------------------------
 
-def _state_matches(state: dict, cfg: TimbreConfig, data: dict, seed: int, val_ids: list[str]) -> str | None:
+def _state_matches(state: dict, cfg: TimbreConfig, data: dict, seed: int, val_ids: list[str],
+                   init_sha: str | None) -> str | None:
     """Why a saved training state cannot be resumed with these settings (None if it can)."""
     try:  # fields added since the state was written take their default; lists come back as tuples
         old = asdict(TimbreConfig.from_dict(dict(state["config"])))
@@ -189,15 +180,20 @@ def _state_matches(state: dict, cfg: TimbreConfig, data: dict, seed: int, val_id
         return "the catalogue changed"
     if list(state["val_ids"]) != list(val_ids):
         return "a different validation split"
+    if state.get("init_sha256") != init_sha:
+        return "different starting weights (--init)"
     return None
 
 
 def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int = 0,
                  val_fraction: float = 0.2, resume: bool = True, progress: bool = True,
                  command: str | None = None, features: FeatureConfig = DEFAULT_FEATURES,
-                 eval_every: int = 0, cache_dir: str | Path | None = None) -> Path:
+                 eval_every: int = 0, cache_dir: str | Path | None = None, init: str | Path | None = None) -> Path:
     """Train (or resume) the timbre encoder; writes ``out_dir/timbre.state.pt`` each epoch and
     ``out_dir/timbre.pt`` at the end. Returns the checkpoint path.
+
+    ``init``: a timbre checkpoint whose TDNN weights training starts from (fine-tuning; its architecture must
+    match ``cfg``), or None to start from random weights.
 
     ``eval_every`` > 0 also logs validation retrieval every that many epochs (it costs an embedding pass).
     The in-memory song bank (log-mels and rendered pitch / stretch variants) is cached in ``cache_dir``
@@ -229,6 +225,15 @@ def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int 
              data["n_singers"], len(failures))
 
     model = TimbreNet(cfg)
+    init_sha = None
+    if init is not None:
+        try:
+            model.load_state_dict(read_checkpoint(init)["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise SingrecError(f"cannot start from these weights: their TDNN differs from the settings ({exc})",
+                               init) from exc
+        init_sha = file_sha256(init)
+        log.info("timbre: starting from %s", init)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(train_bank) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -242,7 +247,7 @@ def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int 
         except Exception as exc:
             raise SingrecError(f"cannot resume from this training state ({exc}); "
                                "delete it or pass resume=False", state_path) from exc
-        why = _state_matches(state, cfg, data, seed, val_ids)
+        why = _state_matches(state, cfg, data, seed, val_ids, init_sha)
         if why:
             raise SingrecError(f"cannot resume: this run was started with {why}; use another output folder "
                                "or resume=False (--no-resume) to start over", state_path)
@@ -277,6 +282,7 @@ def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int 
                  ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         atomic_torch_save({
             "format": STATE_FORMAT, "config": asdict(cfg), "seed": seed, "data": data, "val_ids": val_ids,
+            "init_sha256": init_sha,
             "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
             "seconds": seconds, "history": history,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
@@ -292,6 +298,7 @@ def train_timbre(cat: Catalogue, out_dir: Path, cfg: TimbreConfig, *, seed: int 
     train_info = {"command": command or _command(), "epochs": epochs_done, "steps": step,
                   "seconds": round(seconds, 1), "seconds_this_run": round(time.perf_counter() - t_start, 1),
                   "seed": seed, "val_fraction": val_fraction, "threads": torch.get_num_threads(),
+                  "init": {"path": str(init), "sha256": init_sha} if init is not None else None,
                   "torch": str(torch.__version__)}
     save_checkpoint(ckpt_path, kind="timbre", model=model, config=asdict(cfg), features=features,
                     metrics=metrics, data=data, train=train_info)
@@ -305,12 +312,13 @@ def _as_tuple(x):
 
 def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
                    features: FeatureConfig) -> dict[str, float]:
-    """Val songs as queries against every other song (train + val): singer top-1 and mAP."""
+    """Val songs as queries against every other song (train + val): singer top-1 and mAP of the TDNN part
+    (the part training changes; the speaker branch is frozen)."""
     if len(val_bank) == 0:
         return {"val_singer_top1": float("nan"), "val_singer_map": float("nan"), "val_n_queries": 0}
     was_training = model.training
     enc = TimbreEncoder(model.eval(), features=features)
-    emb = enc.embed_logmels([m.float() for m in val_bank.logmels + train_bank.logmels])
+    emb = enc.tdnn_vectors([m.float() for m in val_bank.logmels + train_bank.logmels])  # the trained part
     labels = np.concatenate([val_bank.singers, train_bank.singers])
     m = retrieval_metrics(emb, labels, queries=np.arange(len(val_bank)))
     model.train(was_training)
@@ -329,7 +337,8 @@ def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
           seed: int = 0, val_fraction: float = 0.2, resume: bool = True, threads: int | None = None,
           progress: bool = True, command: str | None = None,
           timbre_config: TimbreConfig | None = None, cache_dir: str | Path | None = None,
-          timbre_checkpoint: str | Path | None = None) -> dict[str, Path]:
+          timbre_checkpoint: str | Path | None = None,
+          init: str | Path | None = "shipped") -> dict[str, Path]:
     """Train the timbre and/or melody encoder, or fit the voice profile head, on a catalogue; returns
     ``{"timbre": path, "melody": path}`` (or ``{"profile": path}``).
 
@@ -356,6 +365,9 @@ def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
     cache_dir : where the timbre song bank (log-mels + rendered transform variants) is cached
         (default: ``out_dir``); runs on the same data and transforms can share it
     timbre_checkpoint : the timbre encoder a profile head reads (default: the shipped weights)
+    init : where the timbre encoder starts: ``"shipped"`` (fine-tune the shipped weights, with their settings
+        as the defaults; how a user adapts it to a labelled catalogue of their own), a timbre checkpoint path,
+        or ``"none"`` / None (random weights, ``TimbreConfig`` defaults: how the shipped weights were made)
 
     Raises
     ------
@@ -384,12 +396,17 @@ def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
     if encoder in ("both", "timbre"):
         overrides = {k: v for k, v in dict(pitch=pitch, stretch=stretch, positives=positives, epochs=epochs,
                                            batch_size=batch_size, lr=lr).items() if v is not None}
+        init_path = None if init in (None, "none") else DEFAULT_CHECKPOINTS["timbre"] if init == "shipped" else Path(init)
+        base = timbre_config
+        if base is None:
+            base = TimbreConfig.from_dict(read_checkpoint(init_path)["config"]) if init_path else TimbreConfig()
         try:
-            cfg = replace(timbre_config or TimbreConfig(), **overrides)
+            cfg = replace(base, **overrides)
         except ValueError as exc:
             raise SingrecError(f"invalid timbre settings: {exc}") from exc
         paths["timbre"] = train_timbre(cat, out_dir, cfg, seed=seed, val_fraction=val_fraction,
-                                       resume=resume, progress=progress, command=command, cache_dir=cache_dir)
+                                       resume=resume, progress=progress, command=command, cache_dir=cache_dir,
+                                       init=init_path)
     if encoder in ("both", "melody"):
         from encoders.melody import train_melody
 

@@ -87,6 +87,9 @@ def train(
                                                       "or a song by the same 'singer' (default: the config's)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (default: the encoder's config)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the encoder's config)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the encoder's config)."),
+    init: str = typer.Option("shipped", help="Where the timbre encoder starts: 'shipped' (fine-tune the shipped "
+                                             "weights on this catalogue), a timbre.pt path, or 'none' (random)."),
     seed: int = typer.Option(0, help="Random seed."),
     resume: bool = typer.Option(True, help="Continue from OUT's last checkpoint if there is one."),
     timbre_checkpoint: Optional[Path] = typer.Option(None, help="Timbre encoder a profile head reads "
@@ -95,10 +98,10 @@ def train(
     """Train the timbre and/or melody encoder, or fit the voice profile head; writes self-describing checkpoints."""
     from encoders.train import train as train_fn
 
-    opts = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size,
+    opts = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr,
                               "timbre_checkpoint": timbre_checkpoint}.items() if v is not None}
     paths = _run(train_fn, catalogue, out, encoder=encoder, pitch=pitch, stretch=stretch, positives=positives,
-                 seed=seed, resume=resume, **opts)
+                 seed=seed, resume=resume, init=init, **opts)
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
 

@@ -10,7 +10,7 @@ from encoders.base import Embedder
 from encoders.timbre import (SongBank, TimbreConfig, TimbreEncoder, TimbreNet, crop_starts, nt_xent,
                              positive_mask, recording_chain, sample_views, song_crops, view_groups)
 
-SMALL = dict(channels=16, stat_channels=32, emb_dim=24, proj_dim=8, dilations=(1, 2))
+SMALL = dict(channels=16, stat_channels=32, emb_dim=24, proj_dim=8, dilations=(1, 2), speaker=False)  # the TDNN alone
 
 
 def _tone(f0: float, seconds: float, sr: int = 16000, formant: float = 800.0) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ TINY = TimbreConfig(channels=16, stat_channels=32, emb_dim=16, proj_dim=8, dilat
 
 
 def _run(catalogue, out, **kw):
-    args = dict(encoder="timbre", seed=0, progress=False, command="pytest", timbre_config=TINY, threads=1)
+    args = dict(encoder="timbre", seed=0, progress=False, command="pytest", timbre_config=TINY, threads=1, init="none")
     args.update(kw)
     return train(catalogue, out, **args)
 
@@ -157,3 +158,18 @@ def test_unreadable_songs_are_skipped(tiny_catalogue, tmp_path):
     data = read_checkpoint(paths["timbre"])["data"]
     assert data["n_failed"] == 1 and first.name in data["failed"][0]
     assert data["n_train_songs"] + data["n_val_songs"] == 11
+
+
+def test_fine_tuning_starts_from_the_given_weights(tiny_catalogue, trained, tmp_path):
+    """--init: training starts from a checkpoint's TDNN (0 epochs: exactly its weights), recorded by sha256."""
+    from encoders.checkpoint import file_sha256
+
+    out = _run(tiny_catalogue, tmp_path / "ft", init=trained, epochs=0)["timbre"]
+    before, after = read_checkpoint(trained), read_checkpoint(out)
+    assert all(torch.equal(before["state_dict"][k], v) for k, v in after["state_dict"].items())
+    assert after["train"]["init"]["sha256"] == file_sha256(trained)
+    moved = read_checkpoint(_run(tiny_catalogue, tmp_path / "ft1", init=trained, epochs=1)["timbre"])
+    assert not all(torch.equal(before["state_dict"][k], v) for k, v in moved["state_dict"].items())
+    wide = replace(TINY, channels=24)
+    with pytest.raises(SingrecError, match="cannot start from these weights"):
+        _run(tiny_catalogue, tmp_path / "bad", init=trained, timbre_config=wide)
