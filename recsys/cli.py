@@ -164,8 +164,9 @@ def similar(
     else:
         query = Song(song) if song is not None else Audio(str(audio), label=Path(audio).name)
     rec = _run(Recommender.load, index_dir)
-    res = _run(rec.similar_singers, query, k=k, timbre_weight=TIMBRE_WEIGHT if timbre_weight is None else timbre_weight,
-               filters=_run(_parse_where, where), diversity=diversity)
+    weight = TIMBRE_WEIGHT if timbre_weight is None else timbre_weight
+    res = _run(rec.similar_singers, query, k=k, timbre_weight=weight, filters=_run(_parse_where, where),
+               diversity=diversity)
     if as_json:
         typer.echo(to_json(res))
     else:

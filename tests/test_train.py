@@ -142,6 +142,11 @@ def test_bad_checkpoints_raise_singrec_error_naming_the_file(trained, tmp_path):
         load_encoder(tmp_path / "newer.pt")
     with pytest.raises(SingrecError, match="expected a melody checkpoint"):
         load_encoder(good, kind="melody")
+    other = torch.load(good, weights_only=True)
+    other["kind"] = "profile"  # the kinds are timbre and melody
+    torch.save(other, tmp_path / "other_kind.pt")
+    with pytest.raises(SingrecError, match="other_kind.pt.*unknown encoder kind 'profile'"):
+        load_encoder(tmp_path / "other_kind.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(SingrecError, match="truncated.pt"):
@@ -157,3 +162,9 @@ def test_unreadable_songs_are_skipped(tiny_catalogue, tmp_path):
     data = read_checkpoint(paths["timbre"])["data"]
     assert data["n_failed"] == 1 and first.name in data["failed"][0]
     assert data["n_train_songs"] + data["n_val_songs"] == 11
+
+
+def test_only_the_timbre_and_melody_encoders_are_trained(tiny_catalogue, tmp_path):
+    with pytest.raises(SingrecError, match="encoder must be 'both', 'timbre' or 'melody', got 'profile'"):
+        _run(tiny_catalogue, tmp_path / "out", encoder="profile")
+    assert not (tmp_path / "out").exists()
