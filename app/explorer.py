@@ -70,7 +70,7 @@ class Clip:
     name: str
     digest: str
     waveform: np.ndarray          # mono float32 @ 16 kHz (at most MAX_CLIP_SECONDS)
-    vectors: dict = field(repr=False)  # {"timbre", "melody", "profile": (d,)} from Recommender.embed_clip
+    vectors: dict = field(repr=False)  # {"timbre", "melody": (d,)} from Recommender.embed_clip
     xy: tuple[float, float] = (float("nan"), float("nan"))  # placement on the map
 
     @property

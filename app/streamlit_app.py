@@ -18,7 +18,7 @@ import streamlit as st
 
 from app import explorer
 from data.errors import SingrecError
-from recsys.rank import PROFILE_WEIGHT, RESULT_COLUMNS, Embedded, Recommender
+from recsys.rank import RESULT_COLUMNS, TIMBRE_WEIGHT, Embedded, Recommender
 
 MODE_SINGER = "Singer"
 MODE_CLIP = "Clip"
@@ -35,11 +35,10 @@ def load_recommender(index_dir: str) -> Recommender:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def similar_to_singer(index_dir: str, singer: str, k: int, timbre_weight: float, filters: tuple,
-                      diversity: float, profile_weight: float) -> pd.DataFrame:
+                      diversity: float) -> pd.DataFrame:
     rec = load_recommender(index_dir)
     return rec.similar_singers(singer, k=k, timbre_weight=timbre_weight,
-                               filters=explorer.thaw_filters(filters), diversity=diversity,
-                               profile_weight=profile_weight)
+                               filters=explorer.thaw_filters(filters), diversity=diversity)
 
 
 @st.cache_data(show_spinner="Listening to the clip ...", max_entries=32)
@@ -50,11 +49,10 @@ def embed_upload(index_dir: str, digest: str, name: str, _data: bytes) -> explor
 
 @st.cache_data(show_spinner="Ranking singers ...", max_entries=128)
 def similar_to_clip(index_dir: str, digest: str, k: int, timbre_weight: float, filters: tuple,
-                    diversity: float, profile_weight: float, _clip: explorer.Clip) -> pd.DataFrame:
+                    diversity: float, _clip: explorer.Clip) -> pd.DataFrame:
     rec = load_recommender(index_dir)
     return rec.similar_singers(Embedded(_clip.vectors, label=_clip.name), k=k, timbre_weight=timbre_weight,
-                               filters=explorer.thaw_filters(filters), diversity=diversity,
-                               profile_weight=profile_weight)
+                               filters=explorer.thaw_filters(filters), diversity=diversity)
 
 
 @st.cache_data(show_spinner=False)
@@ -83,9 +81,8 @@ class Query:
 @dataclass
 class Options:
     k: int = 10
-    timbre_weight: float = 0.7
+    timbre_weight: float = TIMBRE_WEIGHT
     diversity: float = 0.0
-    profile_weight: float = PROFILE_WEIGHT
     filters: dict | None = None
 
     @property
@@ -132,13 +129,9 @@ def query_ui(rec: Recommender) -> Query:
 def options_ui(rec: Recommender, index_dir: str) -> Options:
     """Sidebar: ranking options and metadata filters."""
     sb = st.sidebar
-    w = sb.slider("Timbre vs melody", 0.0, 1.0, 0.7, 0.05, key="timbre_weight",
+    w = sb.slider("Timbre vs melody", 0.0, 1.0, TIMBRE_WEIGHT, 0.05, key="timbre_weight",
                   help="Weight of the timbre score in the total; the rest is the melody score. "
                        "1 = only how the voice sounds, 0 = only what is sung.")
-    ew = sb.slider("Voice profile", 0.0, 1.0, PROFILE_WEIGHT, 0.05, key="profile_weight",
-                   help="Share of the voice score given to the estimated voice profile (range, vocal tract, "
-                        "breathiness, vibrato, note onsets and glides) rather than to the learned timbre "
-                        "embedding.")
     k = sb.slider("Results", 3, 30, 10, 1, key="k")
     div = sb.slider("Diversity", 0.0, 1.0, 0.0, 0.05, key="diversity",
                     help="Trade some similarity for results that differ from each other.")
@@ -148,8 +141,7 @@ def options_ui(rec: Recommender, index_dir: str) -> Options:
         with sb.expander("Filters", expanded=False):
             for col, values in opts.items():
                 choices[col] = st.multiselect(col.replace("_", " "), values, key=f"filter_{col}")
-    return Options(k=k, timbre_weight=w, diversity=div, filters=explorer.filters_dict(choices),
-                   profile_weight=ew)
+    return Options(k=k, timbre_weight=w, diversity=div, filters=explorer.filters_dict(choices))
 
 
 def map_options_ui(rec: Recommender) -> MapOptions:
@@ -175,13 +167,11 @@ def run_query(index_dir: str, query: Query, opts: Options) -> Outcome:
                 return Outcome(title="Upload a clip to find singers who sound like it")
             digest = explorer.digest_bytes(query.upload_bytes)
             clip = embed_upload(index_dir, digest, query.upload_name or "clip", query.upload_bytes)
-            res = similar_to_clip(index_dir, digest, opts.k, opts.timbre_weight, opts.frozen, opts.diversity,
-                                  opts.profile_weight, clip)
+            res = similar_to_clip(index_dir, digest, opts.k, opts.timbre_weight, opts.frozen, opts.diversity, clip)
             return Outcome(title=f"Singers who sound like {clip.name}", results=res, clip=clip,
                            highlight=explorer.Highlight(clip_xy=clip.xy, results=res),
                            csv_name=f"singrec_like_{explorer.slug(Path(clip.name).stem)}.csv")
-        res = similar_to_singer(index_dir, query.singer, opts.k, opts.timbre_weight, opts.frozen,
-                                opts.diversity, opts.profile_weight)
+        res = similar_to_singer(index_dir, query.singer, opts.k, opts.timbre_weight, opts.frozen, opts.diversity)
         return Outcome(title=f"Singers who sound like {query.singer}", results=res,
                        highlight=explorer.Highlight(query_singer=query.singer, results=res),
                        csv_name=f"singrec_like_{explorer.slug(query.singer)}.csv")
@@ -220,23 +210,17 @@ def results_ui(outcome: Outcome) -> int:
     top = res.iloc[0]
     st.caption(f"Top match: **{top['singer']}** (score {top['score']:.3f}). "
                "Click a row to listen to its best-matching song pair below.")
-    lo = float(min(0.0, res[["score", "timbre_score", "melody_score", "profile_score"]].min().min()))
+    lo = float(min(0.0, res[["score", "timbre_score", "melody_score"]].min().min()))
     bar = dict(min_value=lo, max_value=1.0, format="%.3f")
     meta = [c for c in res.columns if c not in RESULT_COLUMNS]
     event = st.dataframe(
         res, key="results", hide_index=True, on_select="rerun", selection_mode="single-row",
-        column_order=["rank", "singer", "score", "timbre_score", "profile_score", "melody_score", "match_song",
-                      "query_song", *meta],
+        column_order=["rank", "singer", "score", "timbre_score", "melody_score", "match_song", "query_song", *meta],
         column_config={
             "rank": st.column_config.NumberColumn("#", width=32),
             "singer": st.column_config.TextColumn("singer"),
             "score": st.column_config.ProgressColumn("total", help="Weighted total score", width=84, **bar),
             "timbre_score": st.column_config.ProgressColumn("timbre", help="Timbre similarity", width=84, **bar),
-            "profile_score": st.column_config.ProgressColumn(
-                "profile", help="How alike their voice profiles are: range, vocal tract, source, vibrato, "
-                                "onsets and glides (1 = the same)",
-                width=84,
-                **bar),
             "melody_score": st.column_config.ProgressColumn("melody", help="Melody similarity", width=84, **bar),
             "match_song": st.column_config.TextColumn("their song", help="Their best-matching song"),
             "query_song": st.column_config.TextColumn("query song", help="The query's song in the best pair"),
@@ -262,22 +246,8 @@ def listen_ui(rec: Recommender, query: Query, opts: Options, outcome: Outcome, r
         return
     r = res.iloc[min(row, len(res) - 1)]
     st.markdown(f"**Why #{int(r['rank'])} {r['singer']}?** Their best-matching song pair:")
-    st.caption(f"total {r['score']:.3f} from timbre {r['timbre_score']:.3f}, voice profile "
-               f"{r['profile_score']:.3f} and melody {r['melody_score']:.3f} (timbre weight "
-               f"{opts.timbre_weight:.2f}, profile share {opts.profile_weight:.2f})")
-    query_profile = (outcome.clip.vectors.get("profile") if outcome.clip is not None
-                     else rec.singer_profile_of(query.singer) if query.singer else None)
-    if query_profile is not None and rec.singer_profile is not None:
-        label = outcome.clip.name if outcome.clip is not None else query.singer
-        what = "estimated voice parameters" if rec.profile_kind == "profile" else "expression descriptors"
-        with st.expander(f"How they sing: {label} vs {r['singer']} ({what})"):
-            table = rec.compare_profile(query_profile, r["singer"], query_label=label)
-            st.dataframe(table, hide_index=True, key="profile_table", column_config={
-                label: st.column_config.NumberColumn(format="%.2f"),
-                r["singer"]: st.column_config.NumberColumn(format="%.2f"),
-                "difference": st.column_config.NumberColumn(
-                    "difference (std)", format="%+.2f",
-                    help="In the profile score's unit, a spread over the catalogue's singers (0 = the same)")})
+    st.caption(f"total {r['score']:.3f} from timbre {r['timbre_score']:.3f} and melody {r['melody_score']:.3f} "
+               f"(timbre weight {opts.timbre_weight:.2f})")
     left, right = st.columns(2)
     with left:
         if outcome.clip is not None:
@@ -336,7 +306,7 @@ def header_ui(rec: Recommender, index_dir: str) -> None:
         unsafe_allow_html=True)
     st.markdown("## singrec · singers who sound alike")
     st.caption(f"{len(rec.singers)} singers · {len(rec.songs)} songs · index `{index_dir}` · "
-               "timbre + melody encoders, voice profile, FAISS, UMAP map")
+               "timbre + melody encoders, FAISS, UMAP map")
 
 
 # --------------------------------------------------------------------------------------------- page

@@ -169,7 +169,7 @@ def throughput(held: HeldOut, timbre, melody, data: Path, *, n_songs: int = 4) -
         add("melody encoder (from decoded audio)", lambda: melody.embed_waveforms(waves))
     add("decode FLAC (load_audio)", lambda: [load_audio(p) for p in paths])
     encs = {"timbre": timbre, "melody": melody} if melody is not None else {"timbre": timbre}
-    add("end to end: files -> timbre + melody vectors (embed_songs; no expression descriptors)" if melody is not None else
+    add("end to end: files -> timbre + melody vectors (embed_songs)" if melody is not None else
         "end to end: files -> timbre vector (embed_songs)",
         lambda: embed_songs(paths, encs, progress=False, batch_size=4))
     md = table(["stage (3-min songs)", "s per song", "x real time"], rows)

@@ -1,10 +1,8 @@
 """Indexing throughput, end to end: audio files -> finished index directory, in x real time.
 
 Synthesizes a catalogue (or takes --catalogue), then runs ``build_catalogue_index`` with the shipped encoders
-three times into fresh folders and reports the median; the embedding stage (decode + features + both encoders + the
-voice statistics of encoders/profile.py, which include the expression descriptors, and the profile head's frame
-networks) and the whole build (including FAISS, tables and the UMAP map, with numba already warm) are timed
-separately.
+three times into fresh folders and reports the median; the embedding stage (decode + features + both encoders) and
+the whole build (including FAISS, tables and the UMAP map, with numba already warm) are timed separately.
 
 Run: ``.venv/bin/python benchmarks/indexing.py [--catalogue DIR] [--singers 20 --songs 3 --seconds 60]``
 """
@@ -20,9 +18,8 @@ import numpy as np
 
 from data.catalogue import Catalogue
 from encoders.base import set_torch_threads
-from encoders.checkpoint import load_default_encoders, load_profile_head
+from encoders.checkpoint import load_default_encoders
 from encoders.embed import embed_songs
-from encoders.profile import VoiceFeatureEmbedder
 from index.build import build_catalogue_index
 
 
@@ -43,17 +40,13 @@ def main() -> None:
                                                   seconds=args.seconds, seed=7)
         cat = Catalogue.open(args.catalogue)
         encoders = load_default_encoders()
-        head = load_profile_head(None, encoders["timbre"])
-        if head is not None:  # as `singrec index` does: the voice profile is part of the build
-            encoders["profile"] = head
         # warm-up: numba/UMAP compilation and file cache, not counted
         build_catalogue_index(cat, work / "warm", encoders=encoders, progress=False)
         audio = None
         embed_t, total_t = [], []
         for r in range(args.runs):
             t0 = time.perf_counter()
-            embed_songs(cat.songs["path"].tolist(), {"timbre": encoders["timbre"], "melody": encoders["melody"],
-                                                     "voice": VoiceFeatureEmbedder(head=head)}, progress=False)
+            embed_songs(cat.songs["path"].tolist(), encoders, progress=False)
             embed_t.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             report = build_catalogue_index(cat, work / f"run{r}", encoders=encoders, progress=False)
@@ -63,7 +56,7 @@ def main() -> None:
         print(f"\ncatalogue: {len(cat)} songs, {audio / 60:.1f} min of audio; median of {args.runs} runs")
         print("| stage | seconds | x real time | 3-min song |")
         print("|---|---|---|---|")
-        print(f"| embedding (decode + log-mel + timbre + melody + voice statistics and frame networks) | {e:.2f} | "
+        print(f"| embedding (decode + log-mel + timbre + melody) | {e:.2f} | "
               f"{audio / e:.0f}x | {180 * e / audio:.2f} s |")
         print(f"| whole build (+ FAISS, tables, UMAP map) | {t:.2f} | {audio / t:.0f}x | {180 * t / audio:.2f} s |")
     finally:

@@ -12,9 +12,6 @@ their standardised 19-parameter vectors (formants, source, vibrato, onset habits
    the same vectors.
 3. **Which parameters matter**: nDCG@10 of a ranking by the true values of only the parameters the probe
    recovers (R^2 >= 0.5), i.e. what even perfect estimates of those would score.
-4. **With the expression descriptors** (``--expression``): the twelve descriptors of
-   ``encoders/expression.py`` (f0 contour: vibrato, onsets, glides; harmonics: voice quality), singer means,
-   appended to the timbre vectors before the same probe.
 
 Run (after ``make demo`` and ``python benchmarks/ranking.py --work out/ranking``)::
 
@@ -38,21 +35,6 @@ from recsys.evaluate import ground_truth_neighbours, load_ground_truth  # noqa: 
 from _report import write_section  # noqa: E402
 
 K = 10
-def singer_expression(index_dir: Path, singers: list) -> np.ndarray:
-    """(S, D) singer means of the expression descriptors: the index's own (``embeddings/``) when it has the
-    current version, else computed again from the songs' audio."""
-    from data.audio import load_audio
-    from encoders.expression import EXPRESSION_VERSION, expression_features
-
-    info = json.loads((index_dir / "index.json").read_text())
-    names = pd.read_parquet(index_dir / "singers.parquet")["singer"]
-    if info.get("expression", {}).get("version") == EXPRESSION_VERSION:
-        x = np.load(index_dir / "embeddings" / "singers_expression.npy")
-        return pd.DataFrame(x, index=names).loc[singers].to_numpy()
-    songs = pd.read_parquet(index_dir / "songs.parquet", columns=["path", "singer"])
-    feats = pd.DataFrame([expression_features(load_audio(p)) for p in songs["path"]])
-    feats["singer"] = songs["singer"].to_numpy()
-    return feats.groupby("singer").mean().loc[singers].to_numpy()
 
 
 def singer_table(index_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
@@ -72,11 +54,6 @@ def main() -> None:
     ap.add_argument("--train-index", type=Path, default=Path("demo_data/index"),
                     help="index of the catalogue the encoders were trained on (the probe is fitted here)")
     ap.add_argument("--eval-index", type=Path, required=True, help="index of a catalogue of other singers")
-    ap.add_argument("--expression", action="store_true",
-                    help="also probe with the expression descriptors (the index's own when current, else computed "
-                         "again from the audio)")
-    ap.add_argument("--profile", action="store_true",
-                    help="also score the voice profiles stored in --eval-index (the shipped head's estimates)")
     ap.add_argument("--write", action="store_true",
                     help="also replace this script's whole section of BENCHMARKS.md with the output (the section's "
                          "hand-written notes are lost; default: print only)")
@@ -126,49 +103,8 @@ def main() -> None:
                f"The other {int((~good).sum())} parameters (source and pitch-contour habits) carry the rest of the "
                f"ground-truth distance.")
 
-    if args.expression:
-        from sklearn.preprocessing import StandardScaler
-
-        x0 = singer_expression(args.train_index, gt0["singer"].tolist())
-        x1 = singer_expression(args.eval_index, names)
-        sc = StandardScaler().fit(x0)
-        probe2 = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(np.c_[v0, sc.transform(x0)], y0)
-        pred2 = probe2.predict(np.c_[v1, sc.transform(x1)])
-        r2b = 1 - ((pred2 - y1) ** 2).mean(0) / y1.var(0)
-        rows = "\n".join(f"| {c[2:]} | {a:.2f} | {b:.2f} |" for c, a, b in
-                         sorted(zip(cols, r2, r2b), key=lambda t: -(t[2] - t[1])))
-        from encoders.expression import EXPRESSION_FEATURES
-
-        ndcg_expr = distance_ranking_ndcg(names, pred2, truth, K)
-        out.append(f"With the {len(EXPRESSION_FEATURES)} expression descriptors ({', '.join(EXPRESSION_FEATURES)}; "
-                   f"singer means, standardised) appended to the timbre vectors, the same probe ranks at nDCG@10 "
-                   f"**{ndcg_expr:.3f}** (timbre vectors alone: {ndcg_probe:.3f}). "
-                   f"R^2 per parameter, largest gain first:\n\n| parameter | timbre vectors | + expression descriptors |"
-                   f"\n|---|---|---|\n{rows}")
-
-    if args.profile:
-        info = json.loads((args.eval_index / "index.json").read_text())
-        if not info.get("profile"):
-            raise SystemExit(f"{args.eval_index} has no voice profile; index it with a profile head")
-        prof = info["profile"]
-        z = np.load(args.eval_index / "embeddings" / "singers_profile.npy").astype(np.float64)  # (S, P)
-        order = pd.read_parquet(args.eval_index / "singers.parquet")["singer"].tolist()
-        z = pd.DataFrame(z, index=order).loc[names].to_numpy()
-        est = z * np.array(prof["std"]) + np.array(prof["mean"])  # the parameters' own units
-        truth_units = gt1[[f"p_{p}" for p in prof["params"]]].to_numpy(float)
-        r2p = 1 - ((est - truth_units) ** 2).mean(0) / truth_units.var(0)
-        zz = (z - z.mean(0)) / np.sqrt(z.var(0).mean())  # as the ranking scales a head's estimates (one spread)
-        ndcg_prof = distance_ranking_ndcg(names, zz, truth, K)
-        rows = "\n".join(f"| {p} | {v:.2f} |" for p, v in sorted(zip(prof["params"], r2p), key=lambda t: -t[1]))
-        out.append(f"Voice profiles of `{args.eval_index}` (head `{prof['checkpoint']}`, sha256 "
-                   f"{prof['sha256'][:12]}..., fitted on other singers): ranking singers by the distance between "
-                   f"their profiles (centred and scaled by one common spread, as the ranking does) scores nDCG@10 "
-                   f"**{ndcg_prof:.3f}**; mean R^2 {r2p.mean():.3f}. R^2 per parameter:\n\n"
-                   f"| parameter | R^2 |\n|---|---|\n{rows}")
-
-    flags = (" --expression" if args.expression else "") + (" --profile" if args.profile else "")
     body = ("\n\n".join(out) + "\n\nReproduce: `python benchmarks/ndcg_analysis.py --train-index "
-            f"{args.train_index} --eval-index {args.eval_index}{flags}`")
+            f"{args.train_index} --eval-index {args.eval_index}`")
     print(body)
     if args.write:
         write_section(ROOT / "BENCHMARKS.md", "Similar-singer ranking: what limits nDCG@10", body)

@@ -71,7 +71,7 @@ def worker_processes(processes: int, *, initializer: Callable | None = one_threa
     Spawned, not forked (Linux's default): a forked child inherits the parent's OpenMP (libgomp) thread-pool
     state without its threads, and hangs in its first parallel torch op once the parent has run one on more
     than one thread (seen with ``SINGREC_THREADS=2``: ``embed_songs`` in one process, then with ``processes=2``;
-    tests/test_profile.py). A spawned child starts a fresh interpreter (~2 s of imports), so chunks of work
+    tests/test_embed.py). A spawned child starts a fresh interpreter (~2 s of imports), so chunks of work
     should be large.
     """
     import multiprocessing
@@ -192,7 +192,7 @@ def ranking_ndcg(rank_fn: Callable[[str], Sequence[str]], truth: dict, k: int = 
 
 def distance_ranking_ndcg(names: Sequence[str], x: np.ndarray, truth: dict, k: int = 10) -> float:
     """nDCG@k of ranking each singer's neighbours by Euclidean distance between rows of ``x`` (S, D), one row per
-    name (e.g. estimated voice parameters)."""
+    name (e.g. standardised singer parameters)."""
     names = list(names)
     d = cdist(x, x)  # (S, S)
     np.fill_diagonal(d, np.inf)

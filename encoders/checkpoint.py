@@ -2,7 +2,7 @@
 
 A checkpoint is one ``torch.save`` dict of plain types (loadable with ``weights_only=True``)::
 
-    {"format": "singrec-encoder/1", "kind": "timbre" | "melody" | "profile",
+    {"format": "singrec-encoder/1", "kind": "timbre" | "melody",
      "config": asdict(model config), "features": asdict(FeatureConfig),
      "state_dict": model weights, "metrics": {...}, "data": {training data summary},
      "train": {command, args, epochs done, seconds, ...}}
@@ -12,7 +12,6 @@ shipped checkpoint stays small. ``load_encoder(path)`` is the one way to get an 
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -25,12 +24,9 @@ from data.errors import SingrecError
 from data.features import FeatureConfig
 from encoders.base import file_sha256  # noqa: F401  (part of this module's API)
 
-log = logging.getLogger(__name__)
-
 FORMAT = "singrec-encoder/1"
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"  # shipped default weights
-DEFAULT_CHECKPOINTS = {"timbre": CHECKPOINT_DIR / "timbre.pt", "melody": CHECKPOINT_DIR / "melody.pt",
-                       "profile": CHECKPOINT_DIR / "profile.pt"}
+DEFAULT_CHECKPOINTS = {"timbre": CHECKPOINT_DIR / "timbre.pt", "melody": CHECKPOINT_DIR / "melody.pt"}
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -111,12 +107,11 @@ def load_encoder(path: str | Path, *, kind: str | None = None):
     Parameters
     ----------
     path : checkpoint file written by :func:`save_checkpoint`
-    kind : if given, the checkpoint must be of this kind ("timbre", "melody" or "profile")
+    kind : if given, the checkpoint must be of this kind ("timbre" or "melody")
 
     Returns
     -------
-    an :class:`encoders.base.Embedder` (``TimbreEncoder`` or ``MelodyEncoder``), or for a "profile" checkpoint
-    the :class:`encoders.profile.VoiceProfile` head, in eval mode, with
+    an :class:`encoders.base.Embedder` (``TimbreEncoder`` or ``MelodyEncoder``) in eval mode, with
     ``.checkpoint_path``, ``.checkpoint_sha256`` and ``.metrics`` set.
     """
     ckpt = read_checkpoint(path)
@@ -127,15 +122,10 @@ def load_encoder(path: str | Path, *, kind: str | None = None):
         from encoders.timbre import TimbreEncoder as cls
     elif ckpt["kind"] == "melody":
         from encoders.melody import MelodyEncoder as cls
-    elif ckpt["kind"] != "profile":
+    else:
         raise SingrecError(f"unknown encoder kind {ckpt['kind']!r}", path)
     try:
-        if ckpt["kind"] == "profile":
-            from encoders.profile import profile_from_checkpoint
-
-            enc = profile_from_checkpoint(ckpt)
-        else:
-            enc = cls.from_checkpoint(ckpt, features=features)
+        enc = cls.from_checkpoint(ckpt, features=features)
     except (TypeError, RuntimeError, KeyError, ValueError) as exc:  # config fields / weight shapes do not match the code
         raise SingrecError(f"checkpoint does not match this version's {ckpt['kind']} model: {exc}", path) from exc
     enc.checkpoint_path = str(path)
@@ -156,20 +146,3 @@ def load_default_encoders(checkpoints: str | Path | None = None) -> dict:
         encs[kind] = load_encoder(p, kind=kind)
     return encs
 
-
-def load_profile_head(checkpoints: str | Path | None = None, timbre=None):
-    """The voice profile head (``profile.pt``) of a checkpoint folder (default: the shipped one), or None when
-    the folder has none or it was fitted on another timbre encoder than ``timbre`` (its inputs would not match)."""
-    path = (Path(checkpoints) if checkpoints else CHECKPOINT_DIR) / "profile.pt"
-    if not path.is_file():
-        return None
-    head = load_encoder(path, kind="profile")
-    want = head.cfg.timbre_sha256
-    have = getattr(timbre, "checkpoint_sha256", None)
-    if timbre is not None and want and want != have:
-        log.warning(
-            "%s was fitted on timbre encoder %s..., not %s...; indexing without a voice profile "
-            "(refit it with `singrec train --encoder profile --timbre-checkpoint ...`)", path, want[:12],
-            (have or "?")[:12])
-        return None
-    return head

@@ -104,7 +104,7 @@ def embed_songs(songs: Sequence[str | Path | np.ndarray], encoders, *, batch_siz
     progress : show a tqdm bar
     workers : audio-decoding threads running ahead of the encoders (<= 1: decode inline)
     processes : processes embedding chunks of the songs side by side, one thread each (for encoders that one
-        process cannot spread over the cores, such as the voice statistics: numpy work on one song at a time);
+        process cannot spread over the cores, such as numpy work on one song at a time);
         1: all in this process. The rows are the same either way. The processes are spawned (see
         :func:`encoders.base.worker_processes`), so a script that asks for them needs the
         ``if __name__ == "__main__":`` guard.

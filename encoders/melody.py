@@ -108,8 +108,7 @@ def _salience_kernel(sample_rate: int, n_fft: int, fmin_hz: float, n_pitch: int,
 
 def log_power_spectrum(waves: torch.Tensor, *, n_fft: int, hop_length: int) -> torch.Tensor:
     """Natural-log power STFT (Hann window, centred, zero-padded): (B, N) or (N,) -> (B, F, T) or (F, T),
-    F = n_fft // 2 + 1, T = 1 + N // hop_length. The front end of :func:`pitch_salience` (and of the
-    expression descriptors, which read harmonic levels from the same spectrum)."""
+    F = n_fft // 2 + 1, T = 1 + N // hop_length. The front end of :func:`pitch_salience`."""
     x = torch.as_tensor(waves, dtype=torch.float32)
     spec = torch.stft(x, n_fft=n_fft, hop_length=hop_length, window=hann_window(n_fft), center=True,
                       pad_mode="constant", return_complex=True)  # (B, F, T)

@@ -30,7 +30,7 @@ import torch
 from data.audio import load_audio
 from data.catalogue import Catalogue
 from data.errors import SingrecError
-from data.features import DEFAULT_FEATURES, FeatureConfig, log_mel
+from data.features import DEFAULT_FEATURES, FeatureConfig
 from encoders.base import retrieval_metrics, set_torch_threads
 from encoders.checkpoint import DEFAULT_CHECKPOINTS, atomic_torch_save, file_sha256, read_checkpoint, save_checkpoint
 from encoders.timbre import (Policy, SongBank, TimbreConfig, TimbreEncoder, TimbreNet, train_epoch,
@@ -329,26 +329,23 @@ def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
-def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
-          encoder: Literal["both", "timbre", "melody", "profile"] = "both",
+def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
+          encoder: Literal["both", "timbre", "melody"] = "both",
           pitch: Policy | None = None, stretch: Policy | None = None,
           positives: Literal["song", "singer"] | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int = 0, val_fraction: float = 0.2, resume: bool = True, threads: int | None = None,
           progress: bool = True, command: str | None = None,
           timbre_config: TimbreConfig | None = None, cache_dir: str | Path | None = None,
-          timbre_checkpoint: str | Path | None = None,
           init: str | Path | None = "shipped") -> dict[str, Path]:
-    """Train the timbre and/or melody encoder, or fit the voice profile head, on a catalogue; returns
-    ``{"timbre": path, "melody": path}`` (or ``{"profile": path}``).
+    """Train the timbre and/or melody encoder on a catalogue; returns ``{"timbre": path, "melody": path}``
+    (the ones trained).
 
     Parameters
     ----------
-    catalogue : a catalogue folder, a manifest (CSV/Parquet) or an opened :class:`~data.catalogue.Catalogue`;
-        a list of them for ``encoder="profile"`` (the head is fitted on all their singers)
+    catalogue : a catalogue folder, a manifest (CSV/Parquet) or an opened :class:`~data.catalogue.Catalogue`
     out_dir : where ``timbre.pt`` / ``melody.pt`` (and their ``*.state.pt`` resume files) are written
-    encoder : which encoder(s) to train; ``"profile"`` fits the voice profile head (encoders/profile.py) on the
-        catalogue's ground truth (a synthetic catalogue), reading the vectors of ``timbre_checkpoint``
+    encoder : which encoder(s) to train
     pitch, stretch : timbre pair policy for pitch-shifted / time-stretched copies of the anchor crop:
         ``"pos"`` (extra positive), ``"neg"`` (extra hard negative) or ``"none"``; None keeps the
         ``timbre_config`` / :class:`~encoders.timbre.TimbreConfig` default (pitch ``"neg"``, stretch ``"pos"``)
@@ -364,7 +361,6 @@ def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
     timbre_config : full timbre config (its fields are overridden by the explicit arguments above)
     cache_dir : where the timbre song bank (log-mels + rendered transform variants) is cached
         (default: ``out_dir``); runs on the same data and transforms can share it
-    timbre_checkpoint : the timbre encoder a profile head reads (default: the shipped weights)
     init : where the timbre encoder starts: ``"shipped"`` (fine-tune the shipped weights, with their settings
         as the defaults; how a user adapts it to a labelled catalogue of their own), a timbre checkpoint path,
         or ``"none"`` / None (random weights, ``TimbreConfig`` defaults: how the shipped weights were made)
@@ -373,25 +369,12 @@ def train(catalogue: str | Path | Catalogue | list, out_dir: str | Path, *,
     ------
     SingrecError : unreadable catalogue, too few readable songs, or a resume state that does not match.
     """
-    if encoder not in ("both", "timbre", "melody", "profile"):
-        raise SingrecError(f"encoder must be 'both', 'timbre', 'melody' or 'profile', got {encoder!r}")
+    if encoder not in ("both", "timbre", "melody"):
+        raise SingrecError(f"encoder must be 'both', 'timbre' or 'melody', got {encoder!r}")
     set_torch_threads(threads)
     out_dir = Path(out_dir)
     command = command or _command()
     paths: dict[str, Path] = {}
-    if encoder == "profile":
-        from encoders.checkpoint import load_encoder
-        from encoders.profile import train_profile
-
-        timbre = load_encoder(timbre_checkpoint, kind="timbre") if timbre_checkpoint else None
-        paths["profile"] = train_profile(catalogue, out_dir / "profile.pt", timbre_encoder=timbre,
-                                         progress=progress, command=command, seed=seed)
-        return paths
-    if isinstance(catalogue, (list, tuple)):
-        if len(catalogue) != 1:
-            raise SingrecError(f"the {encoder} encoder trains on one catalogue, got {len(catalogue)} (only the voice "
-                               "profile head is fitted on several)")
-        catalogue = catalogue[0]
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
     if encoder in ("both", "timbre"):
         overrides = {k: v for k, v in dict(pitch=pitch, stretch=stretch, positives=positives, epochs=epochs,

@@ -32,17 +32,14 @@ from data.catalogue import Catalogue
 from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
-from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION
-from encoders.profile import PROFILE_UNITS, VOICE_FEATURES_VERSION, VoiceFeatureEmbedder
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
 from index.map import compute_map, reuse_map
-from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info,
-                         voice_made_with, write_csv, write_json, write_npy, write_npz, write_parquet)
+from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, read_info, write_csv, write_json,
+                         write_npy, write_npz, write_parquet)
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 32  # songs per resumable unit of work
-ALL_KINDS = (*KINDS, "voice")  # per-song arrays gathered from the chunks (voice: raw statistics, encoders/profile.py)
 FAILURE_COLUMNS = ["song_id", "singer", "path", "reason"]
 
 
@@ -72,14 +69,12 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
 
     Returns
     -------
-    vectors : {kind: float32 (M, d)} for the M files that loaded, in input order: the encoders' unit vectors
-        and the raw ``voice`` statistics (encoders/profile.py; the first twelve are the expression descriptors)
+    vectors : {kind: float32 (M, d)} unit vectors for the M files that loaded, in input order
     durations : float32 (M,) seconds
     failures : [(position in ``paths``, reason)]
     """
-    named = {k: encoders[k] for k in KINDS}
-    voice = VoiceFeatureEmbedder(features=encoders["timbre"].features, head=encoders.get("profile"))
-    vectors, failed = embed_songs(paths, {**named, "voice": voice}, on_error="skip", progress=False)
+    *arrays, failed = embed_songs(paths, {k: encoders[k] for k in KINDS}, on_error="skip", progress=False)
+    vectors = dict(zip(KINDS, arrays))  # embed_songs returns (timbre, melody, failures)
     failures = [(f.index, f.reason) for f in failed]
     bad = {i for i, _ in failures}
     durations = np.array([sf.info(p).duration for i, p in enumerate(paths) if i not in bad], np.float32)
@@ -89,8 +84,7 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
 def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({k: encoder_info(encoders[k])["sha256"] for k in KINDS}).encode())
-    head = encoders.get("profile")
-    h.update(f"{chunk_size} voice-v{VOICE_FEATURES_VERSION} {head.frame_net_sha if head else None}\n".encode())
+    h.update(f"{chunk_size}\n".encode())
     h.update("\n".join(song_ids).encode())
     return h.hexdigest()
 
@@ -100,27 +94,7 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[dict, pd.DataFrame,
     check_encoders(info, {k: encoders[k] for k in KINDS}, index_dir)
     songs = pd.read_parquet(index_dir / "songs.parquet")
     vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy") for k in KINDS}
-    if not has_current_voice(info):
-        raise SingrecError("this index has no (or older) voice statistics; rebuild it without --append", index_dir)
-    if voice_made_with(info, encoders.get("profile")):
-        vectors["voice"] = np.load(index_dir / "embeddings" / "songs_voice.npy")
-    else:  # another head's frame networks made the last columns: the voices are read again (_refresh_voice)
-        vectors["voice"] = None
     return info, songs, vectors
-
-
-def _refresh_voice(paths: list[str], encoders: dict, progress: bool) -> np.ndarray:
-    """Voice rows of songs already indexed, read again for a profile head with other frame networks."""
-    head = encoders.get("profile")
-    log.info("the voice profile head's frame networks changed: reading the voices of %d indexed songs again",
-             len(paths))
-    vectors, failed = embed_songs(paths, {"voice": VoiceFeatureEmbedder(features=encoders["timbre"].features,
-                                                                         head=head)},
-                                  on_error="skip", progress=progress)
-    if failed:
-        raise SingrecError(f"{len(failed)} songs that are in the index could not be read again "
-                           f"(e.g. {failed[0].reason}); rebuild it without --append")
-    return vectors["voice"]
 
 
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
@@ -132,9 +106,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     ----------
     catalogue : folder, manifest, or a :class:`Catalogue`
     out_dir : the index directory (created)
-    encoders : {"timbre": enc, "melody": enc} and optionally "profile" (a fitted :class:`encoders.profile.
-        VoiceProfile` head); default: loaded from ``checkpoints`` (default: shipped weights, including the
-        profile head when it was fitted on this timbre encoder)
+    encoders : {"timbre": enc, "melody": enc}; default: loaded from ``checkpoints`` (default: shipped weights)
     index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs)
     append : reuse the vectors of songs already in ``out_dir`` and embed only the new ones
     chunk_size : songs per resumable chunk
@@ -147,24 +119,16 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     set_torch_threads()
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
     if encoders is None:
-        from encoders.checkpoint import load_default_encoders, load_profile_head
+        from encoders.checkpoint import load_default_encoders
         encoders = load_default_encoders(checkpoints)
-        head = load_profile_head(checkpoints, encoders["timbre"])
-        if head is not None:
-            encoders["profile"] = head
     missing = [k for k in KINDS if k not in encoders]
     if missing:
         raise SingrecError(f"encoders for {missing} are required to build an index")
-    head = encoders.get("profile")
-    fitted_on = getattr(head, "cfg", None) and head.cfg.timbre_sha256
-    if fitted_on and fitted_on != getattr(encoders["timbre"], "checkpoint_sha256", None):
-        raise SingrecError("the voice profile head was fitted on another timbre encoder's vectors "
-                           f"({fitted_on[:12]}...); refit it with `singrec train --encoder profile`")
     out_dir = Path(out_dir)
     build_dir = out_dir / "build"
 
     # ---- what is already done: a previous index (append) and an interrupted run's chunks
-    prev_info, prev_songs, prev_vectors = {}, pd.DataFrame(columns=["song_id"]), {k: None for k in ALL_KINDS}
+    prev_info, prev_songs, prev_vectors = {}, pd.DataFrame(columns=["song_id"]), {k: None for k in KINDS}
     if append:
         if (out_dir / "index.json").is_file():
             prev_info, prev_songs, prev_vectors = _load_previous(out_dir, encoders)
@@ -205,23 +169,18 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     bar.close()
 
     # ---- gather: previous vectors of songs still in the catalogue + this build's chunks
-    ids, durs, vecs, fails = [], [], {k: [] for k in ALL_KINDS}, []
+    ids, durs, vecs, fails = [], [], {k: [] for k in KINDS}, []
     keep_prev = prev_songs["song_id"].isin(set(cat.songs["song_id"])).to_numpy()
     if keep_prev.any():
-        kept_ids = prev_songs["song_id"][keep_prev]
-        ids += kept_ids.tolist()
+        ids += prev_songs["song_id"][keep_prev].tolist()
         durs += prev_songs["duration"][keep_prev].tolist()
-        for k in ALL_KINDS:
-            if prev_vectors[k] is not None:
-                vecs[k].append(prev_vectors[k][keep_prev])
-            else:  # voice rows made by other frame networks (_load_previous)
-                vecs[k].append(_refresh_voice(cat.songs.set_index("song_id").loc[kept_ids, "path"].tolist(),
-                                              encoders, progress))
+        for k in KINDS:
+            vecs[k].append(prev_vectors[k][keep_prev])
     for c in range(n_chunks):
         with np.load(build_dir / f"part-{c:05d}.npz") as z:
             ids += z["song_ids"].tolist()
             durs += z["durations"].tolist()
-            for k in ALL_KINDS:
+            for k in KINDS:
                 vecs[k].append(z[f"vec_{k}"])
             fails += list(zip(z["failed_ids"].tolist(), z["failed_reasons"].tolist()))
     by_id = cat.songs.set_index("song_id")
@@ -233,8 +192,6 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     order = np.argsort(np.array(ids, dtype=object), kind="stable")  # row order = song id order
     song_vecs = {k: l2_normalise(np.concatenate([v for v in vecs[k] if len(v)]))[order] for k in KINDS}
-    song_voice = np.concatenate([v for v in vecs["voice"] if len(v)]).astype(np.float32)[order]  # (N, D) raw
-    song_expr = song_voice[:, :len(EXPRESSION_FEATURES)]  # (N, 12) the expression descriptors
     songs = by_id.loc[np.array(ids, dtype=object)[order]].reset_index()
     songs.insert(songs.columns.get_loc("singer") + 1, "duration", np.asarray(durs, np.float32)[order])
 
@@ -246,19 +203,12 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         sums = np.zeros((len(singer_names), song_vecs[k].shape[1]), np.float64)
         np.add.at(sums, codes, song_vecs[k])
         singer_vecs[k] = l2_normalise(sums)
-    singer_expr = np.zeros((len(singer_names), song_expr.shape[1]), np.float64)
-    np.add.at(singer_expr, codes, song_expr)
-    singer_expr = (singer_expr / np.bincount(codes, minlength=len(singer_names))[:, None]).astype(np.float32)
-    if head is not None:  # voice profile: each song on its own, each singer from all its songs
-        song_profile = head.predict(song_voice, song_vecs["timbre"])  # (N, P) standardised estimates
-        singer_profile = head.predict(song_voice, song_vecs["timbre"], groups=codes)  # (S, P), first-seen order
-        singer_profile = singer_profile[np.argsort(pd.unique(codes))]
     singer_meta = cat.singer_table().drop(columns="n_songs")
     singers = pd.DataFrame({"singer": singer_names, "n_songs": np.bincount(codes, minlength=len(singer_names))})
     singers = singers.merge(singer_meta, on="singer", how="left")
 
-    # ---- the same songs as the previous index (--append with nothing new, e.g. after a new profile head): its
-    # vectors are these, so its map layout and FAISS files are what this build would compute again
+    # ---- the same songs as the previous index (--append with nothing new): its vectors are these, so its map
+    # layout and FAISS files are what this build would compute again
     song_key = choose_index_key(len(songs)) if index_key == "auto" else index_key
     unchanged = bool(prev_info) and prev_info["map"].get("seed") == seed and \
         prev_songs["song_id"].tolist() == songs["song_id"].tolist()
@@ -282,14 +232,6 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         save_index(idx, out_dir / f"{k}_songs.faiss", info={"factory": song_key, "encoder": k, **extra})
         save_index(build_index(singer_vecs[k], "Flat"), out_dir / f"{k}_singers.faiss",
                    info={"factory": "Flat", "encoder": k})
-    write_npy(out_dir / "embeddings" / "songs_expression.npy", song_expr)
-    write_npy(out_dir / "embeddings" / "singers_expression.npy", singer_expr)  # mean of the singer's songs
-    write_npy(out_dir / "embeddings" / "songs_voice.npy", song_voice)
-    for name in ("songs_profile.npy", "singers_profile.npy"):
-        (out_dir / "embeddings" / name).unlink(missing_ok=True)
-    if head is not None:
-        write_npy(out_dir / "embeddings" / "songs_profile.npy", song_profile)
-        write_npy(out_dir / "embeddings" / "singers_profile.npy", singer_profile)
     write_parquet(out_dir / "songs.parquet", songs)
     write_parquet(out_dir / "singers.parquet", singers)
     write_parquet(out_dir / "map.parquet", map_df)
@@ -302,14 +244,6 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
                       "fingerprint": cat.fingerprint()},
         "encoders": {k: encoder_info(encoders[k]) for k in KINDS},
         "features": features.to_dict(),
-        "expression": {"version": EXPRESSION_VERSION, "features": list(EXPRESSION_FEATURES)},
-        "voice": {"version": VOICE_FEATURES_VERSION, "dim": int(song_voice.shape[1]),
-                  "features": VoiceFeatureEmbedder(features=features, head=head).names,
-                  "frame_net": head.frame_net_sha if head is not None else None},
-        "profile": None if head is None else {
-            **encoder_info(head), "params": list(head.cfg.params),
-            "units": [PROFILE_UNITS.get(p, "") for p in head.cfg.params],
-            "mean": [float(v) for v in head.y_mean], "std": [float(v) for v in head.y_std]},
         "dims": {k: int(song_vecs[k].shape[1]) for k in KINDS},
         "counts": {"songs": len(songs), "singers": len(singers), "failures": len(failures)},
         "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product"},

@@ -26,7 +26,7 @@ import pandas as pd
 
 from data.errors import SingrecError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # index.json, tables and embeddings/ as described above
 KINDS = ("timbre", "melody")
 
 
@@ -72,28 +72,6 @@ def write_npz(path: str | Path, **arrays) -> Path:
         np.savez(buf, **arrays)
         Path(t).write_bytes(buf.getvalue())
     return atomic_write(path, _w)
-
-
-def has_current_expression(info: dict) -> bool:
-    """Whether an ``index.json`` (as read) holds expression descriptors of the current version."""
-    from encoders.expression import EXPRESSION_VERSION
-
-    return info.get("expression", {}).get("version") == EXPRESSION_VERSION
-
-
-def has_current_voice(info: dict) -> bool:
-    """Whether an ``index.json`` (as read) holds voice features (encoders/profile.py) of the current version,
-    which ``--append`` needs to recompute the singers' profiles."""
-    from encoders.profile import VOICE_FEATURES_VERSION
-
-    return has_current_expression(info) and info.get("voice", {}).get("version") == VOICE_FEATURES_VERSION
-
-
-def voice_made_with(info: dict, head) -> bool:
-    """Whether the index's voice rows end with the estimates of ``head``'s frame networks (or, for ``head`` None
-    or a head without them, with none): otherwise ``--append`` reads the songs' voices again."""
-    made = info.get("voice", {}).get("frame_net")
-    return made == (head.frame_net_sha if head is not None else None)
 
 
 def read_info(index_dir: str | Path) -> dict:

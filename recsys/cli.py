@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -76,11 +76,9 @@ def _synth_summary(info: dict, seconds_taken: float | None = None) -> str:
 
 @app.command()
 def train(
-    catalogue: List[Path] = typer.Argument(..., help="Catalogue folder or manifest (CSV/Parquet) to train on; "
-                                                     "the voice profile head can be fitted on several."),
+    catalogue: Path = typer.Argument(..., help="Catalogue folder or manifest (CSV/Parquet) to train on."),
     out: Path = typer.Option(..., "--out", help="Folder for timbre.pt / melody.pt (and resumable state)."),
-    encoder: str = typer.Option("both", help="timbre, melody, both, or profile (the voice profile head, fitted "
-                                             "on a synthetic catalogue's ground truth)."),
+    encoder: str = typer.Option("both", help="timbre, melody or both."),
     pitch: str = typer.Option("neg", help="Pitch-shifted views as none, pos or neg pairs (timbre)."),
     stretch: str = typer.Option("pos", help="Time-stretched views as none, pos or neg pairs (timbre)."),
     positives: Optional[str] = typer.Option(None, help="Timbre base positive: another crop of the same 'song' "
@@ -92,14 +90,11 @@ def train(
                                              "weights on this catalogue), a timbre.pt path, or 'none' (random)."),
     seed: int = typer.Option(0, help="Random seed."),
     resume: bool = typer.Option(True, help="Continue from OUT's last checkpoint if there is one."),
-    timbre_checkpoint: Optional[Path] = typer.Option(None, help="Timbre encoder a profile head reads "
-                                                                "(default: the shipped weights)."),
 ):
-    """Train the timbre and/or melody encoder, or fit the voice profile head; writes self-describing checkpoints."""
+    """Train the timbre and/or melody encoder; writes self-describing checkpoints."""
     from encoders.train import train as train_fn
 
-    opts = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr,
-                              "timbre_checkpoint": timbre_checkpoint}.items() if v is not None}
+    opts = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None}
     paths = _run(train_fn, catalogue, out, encoder=encoder, pitch=pitch, stretch=stretch, positives=positives,
                  seed=seed, resume=resume, init=init, **opts)
     for kind, path in paths.items():
@@ -146,16 +141,15 @@ def similar(
     song: Optional[str] = typer.Option(None, "--song", help="Query song id."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="Query audio file (embedded on the fly)."),
     k: int = typer.Option(10, "--k", help="Number of singers."),
-    timbre_weight: float = typer.Option(0.7, help="Weight of the voice (timbre) vs melody similarity, 0..1."),
-    profile_weight: Optional[float] = typer.Option(
-        None, help="Share of the voice score given to the voice profile (range, vocal tract, source, vibrato, "
-                   "onsets), 0..1 (default: the ranking's, recsys.rank.PROFILE_WEIGHT)."),
+    timbre_weight: Optional[float] = typer.Option(
+        None, help="Weight of the voice (timbre) vs melody similarity, 0..1 (default: the ranking's, "
+                   "recsys.rank.TIMBRE_WEIGHT)."),
     where: list[str] = typer.Option([], "--where", help="Metadata filter COLUMN=VALUE[,VALUE...]; repeatable."),
     diversity: float = typer.Option(0.0, help="0 = pure relevance, up to 1 = more varied results (MMR)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON records instead of a table."),
 ):
     """Singers similar to a singer, a mix of singers, a song or an audio clip."""
-    from recsys.rank import Audio, Mix, Recommender, Song, to_json
+    from recsys.rank import TIMBRE_WEIGHT, Audio, Mix, Recommender, Song, to_json
 
     given = sum([bool(singer), song is not None, audio is not None])
     if given != 1:
@@ -173,8 +167,9 @@ def similar(
     else:
         query = Song(song) if song is not None else Audio(str(audio), label=Path(audio).name)
     rec = _run(Recommender.load, index_dir)
-    res = _run(rec.similar_singers, query, k=k, timbre_weight=timbre_weight,
-               filters=_run(_parse_where, where), diversity=diversity, profile_weight=profile_weight)
+    weight = TIMBRE_WEIGHT if timbre_weight is None else timbre_weight
+    res = _run(rec.similar_singers, query, k=k, timbre_weight=weight, filters=_run(_parse_where, where),
+               diversity=diversity)
     if as_json:
         typer.echo(to_json(res))
     else:
@@ -188,16 +183,14 @@ def similar(
 def evaluate(
     index_dir: Path = typer.Argument(..., help="Index directory made by `singrec index`."),
     k: int = typer.Option(10, "--k", help="Cut-off of nDCG."),
-    timbre_weight: float = typer.Option(0.7, help="Weight used by the ranking being evaluated."),
-    profile_weight: Optional[float] = typer.Option(
-        None, help="Voice-profile share used by the ranking being evaluated (default: the ranking's)."),
+    timbre_weight: Optional[float] = typer.Option(
+        None, help="Weight used by the ranking being evaluated (default: the ranking's, recsys.rank.TIMBRE_WEIGHT)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Retrieval metrics of an index (and nDCG vs ground truth for synthetic catalogues)."""
     from recsys.evaluate import evaluate_index
 
-    metrics = _run(evaluate_index, index_dir, k=k, timbre_weight=timbre_weight,
-                   profile_weight=profile_weight)
+    metrics = _run(evaluate_index, index_dir, k=k, timbre_weight=timbre_weight)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -241,38 +234,30 @@ def demo(
 
     from index.build import build_catalogue_index
     from encoders.checkpoint import DEFAULT_CHECKPOINTS, file_sha256
-    from index.store import has_current_voice, read_info
+    from index.store import read_info
 
-    try:  # up to date = same catalogue files, the same shipped weights (profile head too) and voice statistics
+    try:  # up to date = same catalogue files and the same shipped weights
         info = read_info(index_dir)
-        recorded = {**info["encoders"], "profile": info.get("profile") or {}}
-        same = {k: recorded[k].get("sha256") == file_sha256(p) for k, p in DEFAULT_CHECKPOINTS.items()}
-        vectors_ok = info["catalogue"].get("fingerprint") == cat.fingerprint() and has_current_voice(info) and \
-            same["timbre"] and same["melody"]
-        fresh, refresh = vectors_ok and all(same.values()), vectors_ok and not all(same.values())
+        fresh = info["catalogue"].get("fingerprint") == cat.fingerprint() and all(
+            info["encoders"][k].get("sha256") == file_sha256(p) for k, p in DEFAULT_CHECKPOINTS.items())
     except (SingrecError, KeyError, OSError):
-        fresh = refresh = False
+        fresh = False
     if fresh:
         typer.echo(f"[2/3] index: up to date in {index_dir}")
-    elif refresh:  # only the profile head changed: the songs' vectors (and statistics) are reused
-        typer.echo(f"[2/3] index: the voice profile head changed; recomputing the profiles in {index_dir} (and "
-                   "reading the voices again if its frame networks changed) ...")
-        typer.echo("      " + _run(build_catalogue_index, cat, index_dir, append=True).summary())
     else:
         typer.echo(f"[2/3] index: embedding {len(cat)} songs with the shipped encoders into {index_dir} ...")
         typer.echo("      " + _run(build_catalogue_index, cat, index_dir).summary())
 
-    from recsys.rank import PROFILE_WEIGHT, Recommender
+    from recsys.rank import TIMBRE_WEIGHT, Recommender
 
     rec = _run(Recommender.load, index_dir)
-    pw = PROFILE_WEIGHT
-    typer.echo(f"[3/3] similar singers (score = 0.7 x ({1 - pw:g} timbre + {pw:g} voice profile) + 0.3 melody):")
+    typer.echo(f"[3/3] similar singers (score = {TIMBRE_WEIGHT:g} x timbre + {1 - TIMBRE_WEIGHT:g} x melody):")
     import pandas as pd
     for name in rec.singers["singer"].iloc[[0, len(rec.singers) // 2]]:
         res = rec.similar_singers(name, k=5)
         meta = " ".join(str(rec.singers.set_index("singer").at[name, c]) for c in rec.metadata_columns[:2])
         typer.echo(f"\n  like {name} ({meta}):")
-        cols = ["rank", "singer", "score", "timbre_score", "profile_score", "melody_score", "match_song",
+        cols = ["rank", "singer", "score", "timbre_score", "melody_score", "match_song",
                 *rec.metadata_columns[:2]]
         with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
             typer.echo("    " + res[cols].to_string(index=False).replace("\n", "\n    "))

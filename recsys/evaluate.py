@@ -85,10 +85,12 @@ def load_ground_truth(index_info: dict) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float = 0.7,
-                   profile_weight: float | None = None) -> dict:
-    """Retrieval metrics of an index, and nDCG@k of its similar-singer ranking when ground truth exists."""
-    from recsys.rank import Recommender, Song
+def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float | None = None) -> dict:
+    """Retrieval metrics of an index, and nDCG@k of its similar-singer ranking when ground truth exists
+    (``timbre_weight`` None: the ranking's default, ``recsys.rank.TIMBRE_WEIGHT``)."""
+    from recsys.rank import TIMBRE_WEIGHT, Recommender, Song
+
+    timbre_weight = TIMBRE_WEIGHT if timbre_weight is None else timbre_weight
 
     rec = Recommender.load(index_dir)
     songs = rec.songs
@@ -105,20 +107,17 @@ def evaluate_index(index_dir: str | Path, *, k: int = 10, timbre_weight: float =
     # a catalogue song queried like an uploaded clip (its singer not excluded): is its own singer first?
     owner = songs.set_index("song_id")["singer"]
     out["clip_self_top1"] = float(np.mean([
-        rec.similar_singers(Song(s, exclude_singer=False), k=1, timbre_weight=timbre_weight,
-                            profile_weight=profile_weight)["singer"].iloc[0] == owner[s] for s in songs["song_id"]]))
+        rec.similar_singers(Song(s, exclude_singer=False), k=1, timbre_weight=timbre_weight)["singer"].iloc[0]
+        == owner[s] for s in songs["song_id"]]))
     gt = load_ground_truth(rec.info)
     if gt is not None:
         gt = gt[gt["singer"].isin(set(rec.singers["singer"]))]
         truth = ground_truth_neighbours(gt, k)
-        def ndcg(tw, pw):  # pw None: the ranking's default profile weight
-            return ranking_ndcg(lambda s: rec.similar_singers(s, k=k, timbre_weight=tw, profile_weight=pw)[
-                "singer"].tolist(), truth, k)
+        def ndcg(tw):
+            return ranking_ndcg(lambda s: rec.similar_singers(s, k=k, timbre_weight=tw)["singer"].tolist(), truth, k)
 
-        out[f"ndcg@{k}"] = ndcg(timbre_weight, profile_weight)
-        out[f"ndcg@{k}_voice_only"] = ndcg(1.0, profile_weight)  # timbre + profile, no melody
-        out[f"ndcg@{k}_timbre_only"] = ndcg(1.0, 0.0)
-        out[f"ndcg@{k}_profile_only"] = ndcg(1.0, 1.0)
+        out[f"ndcg@{k}"] = ndcg(timbre_weight)
+        out[f"ndcg@{k}_timbre_only"] = ndcg(1.0)
         out[f"ndcg@{k}_random"] = float(np.mean([
             ndcg_at_k(np.random.default_rng(i).permutation([x for x in truth if x != s])[:k], rel, k)
             for i, (s, rel) in enumerate(truth.items())]))

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from app import explorer, serve
 from data.errors import SingrecError
-from recsys.rank import Audio, Recommender
+from recsys.rank import TIMBRE_WEIGHT, Audio, Recommender
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 TIMEOUT = 180  # the first audio query loads the encoders (torch); the machine is shared
@@ -63,7 +63,9 @@ def test_default_view_shows_map_and_first_singer_query(page, rec):
     assert page.selectbox(key="singer").value == first
     assert f"Singers who sound like {first}" in _titles(page)
     assert page.get("plotly_chart"), "the map is missing"
-    expected = rec.similar_singers(first, k=10, timbre_weight=0.7, filters=None, diversity=0.0)
+    assert page.slider(key="timbre_weight").value == TIMBRE_WEIGHT
+    assert [s.key for s in page.sidebar.slider] == ["timbre_weight", "k", "diversity"]
+    expected = rec.similar_singers(first, k=10, timbre_weight=TIMBRE_WEIGHT, filters=None, diversity=0.0)
     pd.testing.assert_frame_equal(_results(page).reset_index(drop=True), expected.reset_index(drop=True))
     assert not page.error
     assert page.download_button(key="download").label.startswith("Download results")
@@ -72,11 +74,10 @@ def test_default_view_shows_map_and_first_singer_query(page, rec):
     top = expected.iloc[0]
     text = " ".join(m.value for m in page.markdown)
     assert str(top["query_song"]) in text and str(top["match_song"]) in text
-    # how they sing: the query singer's voice profile beside the top result's
-    expr = [d.value for d in page.dataframe if "parameter" in d.value.columns]
-    assert len(expr) == 1
-    pd.testing.assert_frame_equal(expr[0].reset_index(drop=True), rec.compare_profile(
-        rec.singer_profile_of(first), top["singer"], query_label=first))
+    # why: the top result's total and the two scores it is made of
+    why = (f"total {top['score']:.3f} from timbre {top['timbre_score']:.3f} and melody {top['melody_score']:.3f} "
+           f"(timbre weight {TIMBRE_WEIGHT:.2f})")
+    assert why in [c.value for c in page.caption]
 
 
 def test_clusters_tab_lists_the_singers_of_a_cluster(page, rec):
@@ -101,15 +102,13 @@ def test_choosing_a_singer_matches_the_recommender(page, rec):
     other = rec.singers["singer"].iloc[2]
     page.selectbox(key="singer").select(other)
     page.slider(key="timbre_weight").set_value(0.45)
-    page.slider(key="profile_weight").set_value(0.7)
     page.slider(key="k").set_value(5)
     col, values = next(iter(explorer.filter_options(rec.singers, rec.metadata_columns).items()))
     page.multiselect(key=f"filter_{col}").select(values[0])
     page.run()
     assert not page.exception, [e.value for e in page.exception]
     assert f"Singers who sound like {other}" in _titles(page)
-    expected = rec.similar_singers(other, k=5, timbre_weight=0.45, filters={col: [values[0]]}, diversity=0.0,
-                                   profile_weight=0.7)
+    expected = rec.similar_singers(other, k=5, timbre_weight=0.45, filters={col: [values[0]]}, diversity=0.0)
     got = _results(page)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
     assert set(got[col]) <= {values[0]}
@@ -135,7 +134,7 @@ def test_upload_returns_results_and_places_the_clip(page, rec):
     assert f"Singers who sound like {Path(path).name}" in _titles(page)
     got = _results(page)
     y = explorer.decode_upload(Path(path).name, data)
-    expected = rec.similar_singers(Audio(y, label=Path(path).name), k=10, timbre_weight=0.7)
+    expected = rec.similar_singers(Audio(y, label=Path(path).name), k=10, timbre_weight=TIMBRE_WEIGHT)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True),
                                   check_exact=False, atol=1e-5)
     assert set(got["query_song"]) == {Path(path).name}

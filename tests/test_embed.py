@@ -1,4 +1,5 @@
-"""embed_songs: one load per song feeds every encoder; batching; errors raised or skipped and reported."""
+"""embed_songs: one load per song feeds every encoder; batching; errors raised or skipped and reported; the same
+rows from several processes."""
 from __future__ import annotations
 
 import numpy as np
@@ -91,3 +92,46 @@ def test_encoders_must_share_features(timbre, paths):
     other.features = DEFAULT_FEATURES.__class__(n_mels=64)
     with pytest.raises(SingrecError, match="disagree on features"):
         embed_songs(paths[:1], {"timbre": timbre, "melody": other}, progress=False)
+
+
+def test_processes_give_the_rows_of_one_process(tiny_checkpoints, tiny_catalogue, tmp_path):
+    from encoders.checkpoint import load_encoder
+
+    encs = {"timbre": load_encoder(tiny_checkpoints / "timbre.pt")}
+    paths = [str(p) for p in Catalogue.open(tiny_catalogue).songs["path"]]  # 12 songs
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"not audio")
+    paths = [*paths[:5], str(bad), *paths[5:]]  # in the second of four chunks (two processes, batches of four)
+    one, failed_one = embed_songs(paths, encs, on_error="skip", progress=False, batch_size=4)
+    many, failed_many = embed_songs(paths, encs, on_error="skip", progress=False, batch_size=4, processes=2)
+    assert [(f.index, f.path) for f in failed_many] == [(f.index, f.path) for f in failed_one] == [(5, str(bad))]
+    # the same rows in the same order (other batches: float noise at most)
+    assert many["timbre"].shape == one["timbre"].shape == (12, encs["timbre"].dim)
+    np.testing.assert_allclose(many["timbre"], one["timbre"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(SingrecError, match="bad.flac"):
+        embed_songs(paths, encs, progress=False, batch_size=4, processes=2)
+
+
+def test_processes_do_not_hang_after_multithreaded_torch_in_the_parent(tiny_checkpoints, tiny_catalogue):
+    """Forked workers hang in their first parallel torch op once the parent has run torch on two threads
+    (libgomp's pool state is inherited without its threads), so the workers are spawned. Run in a fresh
+    interpreter with SINGREC_THREADS=2 and a time limit, so that a hang fails instead of stalling the suite."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+from data.catalogue import Catalogue
+from encoders.checkpoint import load_encoder
+from encoders.embed import embed_songs
+encs = {{"timbre": load_encoder({str(tiny_checkpoints / "timbre.pt")!r})}}
+paths = [str(p) for p in Catalogue.open({str(tiny_catalogue)!r}).songs["path"]]
+embed_songs(paths, encs, progress=False, batch_size=4)  # torch on two threads in this process first
+many = embed_songs(paths, encs, progress=False, batch_size=4, processes=2)
+print("rows", len(many["timbre"]))
+"""
+    env = {**os.environ, "SINGREC_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["rows", "12"]

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from data.errors import SingrecError
 from recsys.cli import app
-from recsys.rank import PROFILE_WEIGHT, RESULT_COLUMNS, Audio, Mix, Recommender, Song
+from recsys.rank import RESULT_COLUMNS, TIMBRE_WEIGHT, Audio, Mix, Recommender, Song
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,10 @@ def test_singer_query(rec):
     assert list(res.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
     assert len(res) == 3 and name not in set(res["singer"]) and list(res["rank"]) == [1, 2, 3]
     assert res["score"].is_monotonic_decreasing
-    voice = (1 - PROFILE_WEIGHT) * res["timbre_score"] + PROFILE_WEIGHT * res["profile_score"]
-    np.testing.assert_allclose(res["score"], 0.6 * voice + 0.4 * res["melody_score"], atol=1e-6)
-    plain = rec.similar_singers(name, k=3, timbre_weight=0.6, profile_weight=0.0)
-    np.testing.assert_allclose(plain["score"], 0.6 * plain["timbre_score"] + 0.4 * plain["melody_score"], atol=1e-6)
+    np.testing.assert_allclose(res["score"], 0.6 * res["timbre_score"] + 0.4 * res["melody_score"], atol=1e-6)
+    default = rec.similar_singers(name, k=3)  # timbre_weight: the module default
+    np.testing.assert_allclose(default["score"], TIMBRE_WEIGHT * default["timbre_score"]
+                               + (1 - TIMBRE_WEIGHT) * default["melody_score"], atol=1e-6)
     songs = rec.songs.set_index("song_id")["singer"]
     assert all(songs[q] == name for q in res["query_song"])
     assert all(songs[m] == s for m, s in zip(res["match_song"], res["singer"]))
@@ -32,7 +32,7 @@ def test_singer_query(rec):
 
 
 def test_timbre_weight_one_ranks_by_timbre(rec):
-    res = rec.similar_singers(rec.singers["singer"][1], k=3, timbre_weight=1.0, profile_weight=0.0)
+    res = rec.similar_singers(rec.singers["singer"][1], k=3, timbre_weight=1.0)
     assert res["timbre_score"].is_monotonic_decreasing
     np.testing.assert_allclose(res["score"], res["timbre_score"], atol=1e-6)
 
@@ -70,8 +70,6 @@ def test_clear_errors(rec, tmp_path):
         rec.similar_singers(name, filters={"colour": "red"})
     with pytest.raises(SingrecError, match="timbre_weight"):
         rec.similar_singers(name, timbre_weight=2.0)
-    with pytest.raises(SingrecError, match="profile_weight"):
-        rec.similar_singers(name, profile_weight=-0.1)
     bad = tmp_path / "clip.wav"
     bad.write_bytes(b"RIFF....WAVEfmt nonsense")
     with pytest.raises(SingrecError, match="clip.wav"):
@@ -117,7 +115,7 @@ def test_cli_errors_and_evaluate(tiny_index):
     out = runner.invoke(app, ["evaluate", str(tiny_index), "--json"])
     assert out.exit_code == 0, out.output
     metrics = json.loads(out.output)
-    assert metrics["songs"] == 12 and 0.0 <= metrics["ndcg@10"] <= 1.0
+    assert metrics["songs"] == 12 and 0.0 <= metrics["ndcg@10"] <= 1.0 and 0.0 <= metrics["ndcg@10_timbre_only"] <= 1.0
     assert 0.0 <= metrics["melody_map_across_singers"] <= 1.0
 
 
@@ -164,84 +162,11 @@ def test_large_catalogue_path_scores_exactly_and_keeps_the_best():
     assert np.mean(top1) >= 0.95 and np.mean(overlap) >= 0.8, (np.mean(top1), np.mean(overlap))
 
 
-def test_profile_score_compares_singer_profiles_in_one_common_spread(rec):
-    """profile_score = 1 - |z_q - z_c|^2 / (2 D), z = head estimates centred over singers and divided by their
-    root-mean-square spread (one number for all D: a parameter the head shrinks stays small); profile_weight 1
-    with timbre_weight 1 ranks by it alone."""
-    assert rec.profile_kind == "profile" and rec.singer_profile.shape == (len(rec.singers), 3)
-    name = rec.singers["singer"][0]
-    res = rec.similar_singers(name, k=3, timbre_weight=1.0, profile_weight=1.0)
-    x = rec.singer_profile.astype(np.float64)
-    x = x - x.mean(0)
-    z = x / np.sqrt((x ** 2).mean())  # overall RMS; per-parameter spreads keep their ratios
-    assert not np.allclose(z.std(0), 1.0)
-    row = {s: i for i, s in enumerate(rec.singers["singer"])}
-    expected = [1 - ((z[row[s]] - z[0]) ** 2).sum() / (2 * z.shape[1]) for s in res["singer"]]
-    np.testing.assert_allclose(res["profile_score"], expected, atol=1e-6)
-    np.testing.assert_allclose(res["score"], res["profile_score"], atol=1e-6)
-    assert res["score"].is_monotonic_decreasing and res["profile_score"].max() <= 1.0
-
-
-def _copy_without(tiny_index, tmp_path, *keys):
-    import shutil
-
-    old = tmp_path / "old"
-    shutil.copytree(tiny_index, old)
-    info = json.loads((old / "index.json").read_text())
-    for key in keys:
-        del info[key]  # as written before these existed
-    (old / "index.json").write_text(json.dumps(info))
-    return Recommender.load(old)
-
-
-def test_an_index_without_profile_compares_expression_descriptors(tiny_index, tmp_path):
-    rec = _copy_without(tiny_index, tmp_path, "profile", "voice")
-    assert rec.profile_kind == "expression" and rec.singer_profile.shape[1] == 12
-    a, b = rec.singers["singer"][:2]
-    table = rec.compare_profile(rec.singer_profile_of(a), b, query_label=a)
-    from encoders.expression import EXPRESSION_FEATURES
-    assert list(table["parameter"]) == list(EXPRESSION_FEATURES)
-    np.testing.assert_allclose(table[b], rec.singer_profile[1], rtol=1e-6)  # raw descriptors, as indexed
-    res = rec.similar_singers(a, k=2, timbre_weight=1.0, profile_weight=1.0)
-    np.testing.assert_allclose(res["score"], res["profile_score"], atol=1e-6)
-    # raw descriptors are standardised one by one over the singers (they have different units)
-    x = rec.singer_profile.astype(np.float64)
-    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
-    row = {s: i for i, s in enumerate(rec.singers["singer"])}
-    expected = [1 - ((z[row[s]] - z[0]) ** 2).sum() / (2 * z.shape[1]) for s in res["singer"]]
-    np.testing.assert_allclose(res["profile_score"], expected, atol=1e-6)
-
-
-def test_an_index_without_profile_or_expression_still_ranks(tiny_index, tmp_path):
-    rec = _copy_without(tiny_index, tmp_path, "profile", "voice", "expression")
-    res = rec.similar_singers(rec.singers["singer"][0], k=2, timbre_weight=0.6)
-    assert res["profile_score"].isna().all() and rec.profile_kind is None
-    np.testing.assert_allclose(res["score"], 0.6 * res["timbre_score"] + 0.4 * res["melody_score"], atol=1e-6)
-
-
-def test_compare_profile_lines_up_two_singers_in_units(rec):
-    a, b = rec.singers["singer"][:2]
-    table = rec.compare_profile(rec.singer_profile_of(a), b, query_label=a)
-    prof = rec.info["profile"]
-    assert list(table["parameter"]) == [f"{p} ({u})" for p, u in zip(prof["params"], prof["units"])]
-    assert list(table.columns) == ["parameter", a, b, "difference"]
-    # estimates are stored standardised by the head; the table shows them in the parameters' units
-    np.testing.assert_allclose(table[b], rec.singer_profile[1] * np.array(prof["std"]) + np.array(prof["mean"]),
-                               rtol=1e-6)
-    x = rec.singer_profile.astype(np.float64)
-    np.testing.assert_allclose(table["difference"], (x[1] - x[0]) / np.sqrt((x.std(0) ** 2).mean()), rtol=1e-6)
-    # the score's distance is the same differences: profile_score = 1 - sum(diff^2) / (2 D)
-    res = rec.similar_singers(a, k=len(rec.singers), timbre_weight=1.0, profile_weight=1.0).set_index("singer")
-    assert res.at[b, "profile_score"] == pytest.approx(1 - (table["difference"] ** 2).sum() / (2 * len(table)))
-
-
-def test_song_queries_compare_profile_song_to_song(rec):
-    """For a song (or clip) the profile part is per song pair, averaged over the same best matches as
-    timbre and melody, so the score formula holds exactly and the song, kept as a query with its singer,
-    finds that singer first."""
+def test_song_queries_score_song_pairs(rec):
+    """For a song (or clip) timbre and melody are averaged over the same best song matches, so the score
+    formula holds exactly and the song, kept as a query with its singer, finds that singer first."""
     sid, singer = rec.songs.loc[5, ["song_id", "singer"]]
-    res = rec.similar_singers(Song(sid, exclude_singer=False), k=3, timbre_weight=0.6, profile_weight=0.5)
-    voice = 0.5 * res["timbre_score"] + 0.5 * res["profile_score"]
-    np.testing.assert_allclose(res["score"], 0.6 * voice + 0.4 * res["melody_score"], atol=1e-6)
+    res = rec.similar_singers(Song(sid, exclude_singer=False), k=3, timbre_weight=0.6)
+    np.testing.assert_allclose(res["score"], 0.6 * res["timbre_score"] + 0.4 * res["melody_score"], atol=1e-6)
     assert res["singer"][0] == singer and res["match_song"][0] == sid
     assert singer not in set(rec.similar_singers(Song(sid), k=3)["singer"])

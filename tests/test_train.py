@@ -143,6 +143,11 @@ def test_bad_checkpoints_raise_singrec_error_naming_the_file(trained, tmp_path):
         load_encoder(tmp_path / "newer.pt")
     with pytest.raises(SingrecError, match="expected a melody checkpoint"):
         load_encoder(good, kind="melody")
+    other = torch.load(good, weights_only=True)
+    other["kind"] = "profile"  # the kinds are timbre and melody
+    torch.save(other, tmp_path / "other_kind.pt")
+    with pytest.raises(SingrecError, match="other_kind.pt.*unknown encoder kind 'profile'"):
+        load_encoder(tmp_path / "other_kind.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(SingrecError, match="truncated.pt"):
@@ -173,3 +178,9 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_catalogue, trained, tmp_
     wide = replace(TINY, channels=24)
     with pytest.raises(SingrecError, match="cannot start from these weights"):
         _run(tiny_catalogue, tmp_path / "bad", init=trained, timbre_config=wide)
+
+
+def test_only_the_timbre_and_melody_encoders_are_trained(tiny_catalogue, tmp_path):
+    with pytest.raises(SingrecError, match="encoder must be 'both', 'timbre' or 'melody', got 'profile'"):
+        _run(tiny_catalogue, tmp_path / "out", encoder="profile")
+    assert not (tmp_path / "out").exists()
