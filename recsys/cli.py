@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -182,15 +182,20 @@ def similar(
 @app.command()
 def evaluate(
     index_dir: Path = typer.Argument(..., help="Index directory made by `singrec index`."),
-    k: int = typer.Option(10, "--k", help="Cut-off of nDCG."),
+    k: int = typer.Option(10, "--k", help="Length of the similar-singer lists scored (nDCG, --agree)."),
     timbre_weight: Optional[float] = typer.Option(
         None, help="Weight used by the ranking being evaluated (default: the ranking's, recsys.rank.TIMBRE_WEIGHT)."),
+    agree: List[str] = typer.Option([], "--agree", help="Metadata column (e.g. gender): share of each singer's k "
+                                                        "similar singers with its value. Repeatable."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also score the MFCC-20 mean+std baseline "
+                                                            "(reads the audio again)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Retrieval metrics of an index (and nDCG vs ground truth for synthetic catalogues)."""
+    """Singer retrieval (own recording excluded: a `song` column groups clips of one recording), agreement of the
+    similar-singer lists on metadata, the MFCC baseline, and nDCG against a synthetic catalogue's ground truth."""
     from recsys.evaluate import evaluate_index
 
-    metrics = _run(evaluate_index, index_dir, k=k, timbre_weight=timbre_weight)
+    metrics = _run(evaluate_index, index_dir, k=k, timbre_weight=timbre_weight, agree=agree, baseline=baseline)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
