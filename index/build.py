@@ -35,6 +35,7 @@ from encoders.embed import embed_songs
 from encoders.expression import EXPRESSION_FEATURES, EXPRESSION_VERSION
 from encoders.profile import PROFILE_UNITS, VOICE_FEATURES_VERSION, VoiceFeatureEmbedder
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
+from index.lock import holds_index_lock
 from index.map import compute_map, reuse_map
 from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, has_current_voice, read_info,
                          voice_made_with, write_csv, write_json, write_npy, write_npz, write_parquet)
@@ -123,6 +124,7 @@ def _refresh_voice(paths: list[str], encoders: dict, progress: bool) -> np.ndarr
     return vectors["voice"]
 
 
+@holds_index_lock("out_dir")  # one writer per directory: a second build fails at once (index/lock.py)
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
                           checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
                           chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0) -> BuildReport:
@@ -141,7 +143,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     Raises
     ------
-    SingrecError : bad catalogue or checkpoints, mismatched encoders on append, or no song could be indexed.
+    SingrecError : bad catalogue or checkpoints, mismatched encoders on append, no song could be indexed, or
+        another build holds ``out_dir``'s lock (index/lock.py; the message names it).
     """
     t0 = time.perf_counter()
     set_torch_threads()
