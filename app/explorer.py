@@ -27,6 +27,10 @@ DEFAULT_INDEX = Path("demo_data") / "index"
 MAX_UPLOAD_MB = 20
 MAX_CLIP_SECONDS = 180.0  # only the first 3 minutes of an uploaded clip are used
 UPLOAD_TYPES = tuple(ext.lstrip(".") for ext in AUDIO_EXTENSIONS)  # wav, flac, ogg, mp3
+# The uploader's ``type``: the browser's file picker offers these audio files. "audio/*" is there so that
+# streamlit does not refuse other names itself (it would raise before the page script runs and leave a blank
+# page); :func:`decode_upload` refuses them with a message and the page goes on.
+UPLOAD_ACCEPT = (*UPLOAD_TYPES, "audio/*")
 
 QUERY_COLOUR = "#111111"   # outline of the query star
 QUERY_FILL = "#ffd400"

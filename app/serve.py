@@ -1,7 +1,8 @@
 """Start the explorer page: ``streamlit run app/streamlit_app.py -- INDEX_DIR`` with sensible settings.
 
-``serve`` blocks (the ``singrec app`` verb and ``python -m app``); ``start`` returns the running server
-process (tests and benchmarks), ``wait_ready`` polls its health endpoint, ``stop`` ends it.
+``serve`` turns the calling process into the server (the ``singrec app`` and ``singrec demo`` verbs and
+``python -m app``); ``start`` returns the running server process (tests and benchmarks), ``wait_ready`` polls
+its health endpoint, ``stop`` ends it.
 """
 from __future__ import annotations
 
@@ -105,8 +106,12 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         proc.wait(timeout=timeout)
 
 
-def serve(index_dir: str | Path, port: int = 8501, headless: bool = True, address: str | None = None) -> int:
-    """Run the page for ``index_dir`` until interrupted (Ctrl-C); returns streamlit's exit code.
+def serve(index_dir: str | Path, port: int = 8501, headless: bool = True, address: str | None = None) -> None:
+    """Run the page for ``index_dir`` in this process until it is stopped (Ctrl-C, SIGTERM); does not return.
+
+    The process is replaced by streamlit (``os.execv``; same pid), so a signal sent to ``singrec app`` or
+    ``singrec demo`` reaches the server itself, which stops and frees the port: no child process is left
+    holding it, whatever stops the command (SIGKILL included). Nothing runs after the page in either verb.
 
     Raises
     ------
@@ -115,7 +120,6 @@ def serve(index_dir: str | Path, port: int = 8501, headless: bool = True, addres
     index_dir = _check_index(index_dir)
     print(f"singrec explorer: http://{address or 'localhost'}:{port}  (index {index_dir}; Ctrl-C to stop)",
           flush=True)
-    try:
-        return subprocess.call(command(index_dir, port, headless, address))
-    except KeyboardInterrupt:
-        return 0
+    cmd = command(index_dir, port, headless, address)
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)

@@ -116,7 +116,7 @@ def query_ui(rec: Recommender) -> Query:
     if mode == MODE_CLIP:
         up = st.sidebar.file_uploader(
             f"An audio clip of one singer (wav, flac, ogg or mp3; at most {explorer.MAX_UPLOAD_MB} MB)",
-            type=list(explorer.UPLOAD_TYPES), max_upload_size=explorer.MAX_UPLOAD_MB, key="clip")
+            type=list(explorer.UPLOAD_ACCEPT), max_upload_size=explorer.MAX_UPLOAD_MB, key="clip")
         if up is None:
             return Query(mode)
         return Query(mode, upload_name=up.name, upload_bytes=up.getvalue(), upload_type=up.type)

@@ -33,6 +33,7 @@ from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
+from index.lock import holds_index_lock
 from index.map import compute_map, reuse_map
 from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, read_info, write_csv, write_json,
                          write_npy, write_npz, write_parquet)
@@ -97,6 +98,7 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[dict, pd.DataFrame,
     return info, songs, vectors
 
 
+@holds_index_lock("out_dir")  # one writer per directory: a second build fails at once (index/lock.py)
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
                           checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
                           chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0) -> BuildReport:
@@ -113,7 +115,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     Raises
     ------
-    SingrecError : bad catalogue or checkpoints, mismatched encoders on append, or no song could be indexed.
+    SingrecError : bad catalogue or checkpoints, mismatched encoders on append, no song could be indexed, or
+        another build holds ``out_dir``'s lock (index/lock.py; the message names it).
     """
     t0 = time.perf_counter()
     set_torch_threads()

@@ -2,7 +2,8 @@
 
 AppTest drives the real page script on the shared ``tiny_index``: default view, choosing a singer (results
 must equal ``Recommender.similar_singers`` for the same arguments), uploading a clip through the real
-``st.file_uploader`` widget (AppTest supports ``file_uploader.set_value`` in this streamlit), and bad uploads.
+``st.file_uploader`` widget (AppTest supports ``file_uploader.set_value`` in this streamlit), and bad uploads
+(too large, not audio, unreadable: a message, and the page keeps answering).
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def test_upload_returns_results_and_places_the_clip(page, rec):
     data = Path(path).read_bytes()
     page.segmented_control(key="mode").set_value("Clip").run()
     assert not page.exception
-    assert page.file_uploader(key="clip").allowed_type  # wav/flac/ogg/mp3 only
+    assert page.file_uploader(key="clip").allowed_type  # the browser offers wav/flac/ogg/mp3 and audio/* files
     page.file_uploader(key="clip").set_value((Path(path).name, data, "audio/flac")).run()
     assert not page.exception, [e.value for e in page.exception]
     assert not page.error, [e.value for e in page.error]
@@ -236,3 +237,29 @@ def test_prepare_clip_names_the_upload_when_the_encoders_refuse_it():
     with pytest.raises(SingrecError) as err:
         explorer.prepare_clip(Refusing(), "take 3.wav", _wav_bytes(1.0))
     assert str(err.value) == "take 3.wav: audio is too short for the timbre encoder"
+
+
+def test_too_large_or_not_audio_uploads_get_a_message_and_the_page_keeps_working(page, rec):
+    path = rec.songs.loc[0, "path"]
+    page.segmented_control(key="mode").set_value("Clip").run()
+    big = b"\0" * ((explorer.MAX_UPLOAD_MB + 1) * 2 ** 20)  # one MB over the limit (20 MB)
+    # AppTest passes any size and name to the page: these are answered by the page's own checks
+    for name, data, kind, reason in [
+            ("long take.wav", big, "audio/wav",
+             f"too large ({explorer.MAX_UPLOAD_MB + 1:.1f} MB; at most {explorer.MAX_UPLOAD_MB} MB)"),
+            ("notes.txt", b"these are lyrics, not audio", "text/plain", "unsupported audio type '.txt'"),
+            ("lyrics.mp3", b"these are lyrics, not audio" * 100, "audio/mpeg", "cannot decode audio")]:
+        page.file_uploader(key="clip").set_value((name, data, kind)).run()
+        assert not page.exception, (name, [e.value for e in page.exception])
+        errors = [e.value for e in page.error]
+        assert errors and errors[0].startswith(f"{name}: ") and reason in errors[0], (name, errors)
+        assert not [d for d in page.dataframe if "timbre_score" in d.value.columns]
+    # the page keeps working: a real clip, then a singer query
+    page.file_uploader(key="clip").set_value((Path(path).name, Path(path).read_bytes(), "audio/flac")).run()
+    assert not page.exception and not page.error, [e.value for e in page.error]
+    assert f"Singers who sound like {Path(path).name}" in _titles(page) and len(_results(page))
+    page.segmented_control(key="mode").set_value("Singer").run()
+    assert not page.exception and not page.error
+    first = rec.singers["singer"].iloc[0]
+    assert f"Singers who sound like {first}" in _titles(page)
+    assert _results(page)["singer"].tolist() == rec.similar_singers(first, k=10)["singer"].tolist()
