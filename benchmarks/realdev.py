@@ -60,6 +60,19 @@ def run(manifest: Path, index_dir: Path, checkpoints: Path | None, k: int) -> tu
     return evaluate_index(index_dir, k=k, agree=["gender"], baseline=True), seconds
 
 
+def weight_sweep(index_dir: Path, k: int, weights=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> str:
+    """Agreement on gender of the similar-singer lists for several timbre weights (how the default is chosen)."""
+    from recsys.evaluate import agreement_at_k, singer_values
+    from recsys.rank import Recommender
+
+    rec = Recommender.load(index_dir)
+    values = singer_values(rec, "gender")
+    cells = [agreement_at_k(lambda s: rec.similar_singers(s, k=k, timbre_weight=w)["singer"].tolist(), values, k)
+             for w in weights]
+    return (f"| timbre weight | {' | '.join(f'{w:.1f}' for w in weights)} |\n|---|{'---|' * len(weights)}\n"
+            f"| share of top-{k} with the singer's gender | {' | '.join(f'{c:.3f}' for c in cells)} |")
+
+
 def table(results: dict, k: int) -> str:
     """The markdown table of both catalogues."""
     def f(x):
@@ -94,7 +107,8 @@ def main() -> None:
     results["clips"], seconds["clips"] = run(dev / "manifest.csv", work / "index-clips", args.checkpoints, args.k)
     songs = joined_songs(dev, work / "songs")
     results["songs"], seconds["songs"] = run(songs, work / "index-songs", args.checkpoints, args.k)
-    text = table(results, args.k)
+    text = table(results, args.k) + "\n\nChoosing the default timbre weight (clips):\n\n" + weight_sweep(
+        work / "index-clips", args.k)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     load = ", ".join(f"{x:.1f}" for x in __import__("os").getloadavg())
     where = (f"Commit {commit}, {platform.machine()} with {__import__('os').cpu_count()} cores (load {load}); "
