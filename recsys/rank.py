@@ -51,8 +51,10 @@ RESCORE_SINGERS = 200  # above that, at most this many candidates (best singer-v
 # busy 2-core machine it made them ~10x slower (30 ms vs 2.4 ms measured), so queries run BLAS and OpenMP
 # (FAISS) on one thread.
 _BLAS = ThreadpoolController()
-TIMBRE_WEIGHT = 0.7  # default weight of the timbre score (the melody score gets the rest); the CLI, the app and
-                     # the evaluation use it too
+# Default weight of the timbre score (the melody score gets the rest; the CLI, the app and the evaluation use it).
+# 1: on real singing, every share of melody made the similar-singer lists worse (the melody vectors carry
+# almost nothing of the voice; BENCHMARKS.md "Real singing"); melody is for asking who sings a similar tune.
+TIMBRE_WEIGHT = 1.0
 RESULT_COLUMNS = ["rank", "singer", "score", "timbre_score", "melody_score", "query_song", "match_song"]
 
 
