@@ -46,9 +46,8 @@ def set_torch_threads(n: int | None = None) -> int:
     """Use ``n`` intra-op torch threads (default 1; ``SINGREC_THREADS`` overrides).
 
     The models are small and the indexer already decodes audio on other threads, so extra intra-op threads
-    mostly wait on each other: on this project's 2-core machine, indexing measured 214x real time with one
-    thread against 144x with two (benchmarks/indexing.py, same load), and the melody encoder alone 1724x
-    against 113x.
+    mostly wait on each other: on a busy 2-core machine one thread runs the melody encoder 15x faster than two
+    (BENCHMARKS.md, "Melody encoder").
     """
     if n is None:
         n = int(os.environ.get("SINGREC_THREADS", "0")) or 1

@@ -17,7 +17,7 @@ any learning happens, and the TCAE learns what remains:
 3. **Key removed by construction** (:func:`interval_features`): for lags of 0.2..6 s the distribution of
    the pitch *interval* between frame t and frame t - k (a cross-correlation over pitch, computed with
    FFTs). Transposing a song shifts every frame's distribution equally, which cancels, so no key or
-   reference pitch has to be estimated. (Re-centring on the song's median pitch was tried first: on 10 s
+   reference pitch has to be estimated. (Re-centring on the song's median pitch instead fails: on 10 s
    excerpts the median moves with the part of the tune that is covered, and 22 % of songs landed 0.5-12
    semitones off.) Only past frames are used, so the input is causal too. Pooled over time, these
    interval histograms are already a strong melody fingerprint (see the ablation in BENCHMARKS.md).
