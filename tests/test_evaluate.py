@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from recsys.cli import app
+from app.cli import app
 from recsys.evaluate import agreement_at_k, centroid_ranker, mean_average_precision, singer_top1
 
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from data.errors import SingrecError
-from recsys.cli import app
+from app.cli import app
 from recsys.rank import RESULT_COLUMNS, TIMBRE_WEIGHT, Audio, Mix, Recommender, Song
 
 

@@ -2,6 +2,8 @@
 
 Heavy imports (torch, faiss, umap) happen inside the verbs, so ``singrec --help`` stays fast.
 Errors the user can fix (:class:`~data.errors.SingrecError`) are printed as one clear line, exit code 2.
+The command line is the outermost surface (it also serves the page), so it lives on the top floor, ``app``;
+``python -m app.cli`` runs it without the console script.
 """
 from __future__ import annotations
 
