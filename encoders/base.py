@@ -1,9 +1,24 @@
-"""What every song embedder offers (learned encoders and baselines alike), and torch thread policy."""
+"""What every song embedder offers (learned encoders and baselines alike), torch thread policy, and the
+checkpoint file format.
+
+A checkpoint is one ``torch.save`` dict of plain types (loadable with ``weights_only=True``)::
+
+    {"format": "singrec-encoder/1", "kind": "timbre" | "melody",
+     "config": asdict(model config), "features": asdict(FeatureConfig),
+     "state_dict": model weights, "metrics": {...}, "data": {training data summary},
+     "train": {command, args, epochs done, seconds, ...}}
+
+Training state (optimizer, rng, epoch) for resuming lives in a separate ``*.state.pt`` next to it, so the
+shipped checkpoint stays small. The encoder modules write checkpoints with the functions here;
+:func:`encoders.checkpoint.load_encoder` builds an encoder back from one.
+"""
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Callable, Protocol, Sequence, runtime_checkable
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -40,6 +55,81 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+CHECKPOINT_FORMAT = "singrec-encoder/1"  # the "format" field of every checkpoint
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _plain(x: Any) -> Any:
+    """Metadata as plain Python types, so that ``torch.load(weights_only=True)`` accepts it
+    (numpy scalars and arrays, Paths, ``torch.__version__`` and other str subclasses become plain types)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    if x is None or type(x) in (bool, int, float, str) or isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, bool):
+        return bool(x)
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return float(x)
+    return str(x)
+
+
+def save_checkpoint(path: str | Path, *, kind: str, model: torch.nn.Module, config: dict,
+                    features: FeatureConfig, metrics: dict | None = None, data: dict | None = None,
+                    train: dict | None = None) -> Path:
+    """Write a self-describing checkpoint atomically. ``config`` is ``asdict(model_config)``."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "config": _plain(dict(config)),
+        "features": features.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": _plain(dict(metrics or {})),
+        "data": _plain(dict(data or {})),
+        "train": _plain(dict(train or {})),
+    }
+    atomic_torch_save(payload, path)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read and validate a checkpoint dict (``weights_only=True``); clear errors for every failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise SingrecError("checkpoint file not found", path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/garbage files
+        raise SingrecError(f"not a readable singrec checkpoint ({type(exc).__name__}: {exc})", path) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise SingrecError(f"unsupported checkpoint format {found!r}, expected {CHECKPOINT_FORMAT!r}", path)
+    for key in ("kind", "config", "features", "state_dict"):
+        if key not in ckpt:
+            raise SingrecError(f"checkpoint is missing {key!r}", path)
+    return ckpt
 
 
 def set_torch_threads(n: int | None = None) -> int:

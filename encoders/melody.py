@@ -63,8 +63,8 @@ from tqdm import tqdm
 
 from data.errors import SingrecError
 from data.features import DEFAULT_FEATURES, FeatureConfig, hann_window
-from encoders.base import l2_normalise, retrieval_metrics, set_torch_threads, supcon_loss
-from encoders.checkpoint import atomic_torch_save, save_checkpoint
+from encoders.base import (atomic_torch_save, l2_normalise, retrieval_metrics, save_checkpoint, set_torch_threads,
+                           supcon_loss)
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ class MelodyEncoder:
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, *, features: FeatureConfig = DEFAULT_FEATURES) -> "MelodyEncoder":
-        """Build from a checkpoint dict written by :func:`encoders.checkpoint.save_checkpoint`."""
+        """Build from a checkpoint dict written by :func:`encoders.base.save_checkpoint`."""
         cfg = MelodyConfig(**ckpt["config"])
         model = TCAE(cfg)
         model.load_state_dict(ckpt["state_dict"])
