@@ -36,6 +36,7 @@ class WaveStats:
 
 @pytest.fixture(scope="module")
 def timbre():
+    """A small fused timbre encoder (the speaker branch reads waveforms, as the shipped one)."""
     torch.manual_seed(0)
     return TimbreEncoder(TimbreNet(TimbreConfig(channels=16, stat_channels=32, emb_dim=24, dilations=(1,))))
 
@@ -48,7 +49,7 @@ def paths(tiny_catalogue):
 def test_two_encoders_give_a_tuple_in_input_order(timbre, paths):
     melody = WaveStats()
     t, m = embed_songs(paths, {"timbre": timbre, "melody": melody}, batch_size=5, progress=False)
-    assert t.shape == (12, 24) and m.shape == (12, 3) and t.dtype == np.float32
+    assert t.shape == (12, 256 + 24) and m.shape == (12, 3) and t.dtype == np.float32
     assert np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
     assert melody.calls == 3  # batches of 5, 5, 2
     waves = [load_audio(p) for p in paths]
@@ -61,7 +62,7 @@ def test_two_encoders_give_a_tuple_in_input_order(timbre, paths):
 
 def test_other_encoder_sets_give_a_dict(timbre, paths):
     out = embed_songs(paths[:3], [timbre], progress=False)
-    assert set(out) == {"timbre"} and out["timbre"].shape == (3, 24)
+    assert set(out) == {"timbre"} and out["timbre"].shape == (3, 256 + 24)
     out = embed_songs(paths[:2], {"a": timbre, "b": WaveStats()}, progress=False)
     assert set(out) == {"a", "b"}
     with pytest.raises(SingrecError, match="no encoders"):
@@ -77,14 +78,14 @@ def test_unreadable_file_raises_or_is_skipped_and_reported(timbre, paths, tmp_pa
         embed_songs(songs, {"timbre": timbre, "melody": WaveStats()}, progress=False)
     t, m, failures = embed_songs(songs, {"timbre": timbre, "melody": WaveStats()}, progress=False,
                                  on_error="skip")
-    assert t.shape == (2, 24) and m.shape == (2, 3)
+    assert t.shape == (2, 256 + 24) and m.shape == (2, 3)
     assert [f.index for f in failures] == [1, 3, 4] and all(isinstance(f, Failure) for f in failures)
     assert failures[0].path == str(bad) and "decode" in failures[0].reason
     assert "not found" in failures[1].reason and "silent" in failures[2].reason
     good = embed_songs([paths[0], paths[1]], [timbre], progress=False)["timbre"]
     assert np.allclose(t, good, atol=1e-5)
     out, failures = embed_songs([bad], [timbre], progress=False, on_error="skip")
-    assert out["timbre"].shape == (0, 24) and len(failures) == 1
+    assert out["timbre"].shape == (0, 256 + 24) and len(failures) == 1
 
 
 def test_encoders_must_share_features(timbre, paths):
