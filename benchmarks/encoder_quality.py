@@ -40,7 +40,8 @@ from data.catalogue import Catalogue  # noqa: E402
 from data.features import log_mel  # noqa: E402
 from data.synth import synthesize_catalogue  # noqa: E402
 from encoders.base import set_torch_threads  # noqa: E402
-from encoders.baselines import MFCCEmbedder  # noqa: E402
+from encoders.baselines import MFCCEmbedder
+from encoders.speaker import speaker_vectors  # noqa: E402
 from encoders.checkpoint import DEFAULT_CHECKPOINTS, load_encoder, read_checkpoint  # noqa: E402
 from encoders.embed import embed_songs  # noqa: E402
 from encoders.timbre import TimbreConfig  # noqa: E402
@@ -95,7 +96,7 @@ def evaluate(held: HeldOut, timbre, melody) -> tuple[str, dict]:
     mfcc = MFCCEmbedder()
     mfcc.fit(mfcc.raw_logmels(held.mels))  # standardised on the evaluation catalogue itself (its best case)
     rows, res = [], {}
-    reps = [("timbre (ours)", timbre.embed_logmels(held.mels)), ("MFCC mean+std", mfcc.embed_logmels(held.mels))]
+    reps = [("timbre (ours)", timbre.embed_waveforms(held.waves)), ("MFCC mean+std", mfcc.embed_logmels(held.mels))]
     if melody is not None:
         reps.insert(1, ("melody (ours)", melody.embed_waveforms(held.waves)))
     for name, emb in reps:
@@ -123,7 +124,7 @@ def ablation(train_manifest: Path, held: HeldOut, runs: Path, *, epochs: int, ba
                          command=f"benchmarks/encoder_quality.py ablation pitch={pitch} stretch={stretch} "
                                  f"epochs={epochs} seed={seed}")["timbre"]
             ckpt = read_checkpoint(path)
-            s = held.scores(load_encoder(path).embed_logmels(held.mels))
+            s = held.scores(load_encoder(path).embed_waveforms(held.waves))
             secs = ckpt["train"]["seconds"]
             log.info("ablation %s/%s seed %d: %s (%.0f s, this call %.0f s)", pitch, stretch, seed, s, secs,
                      time.perf_counter() - t)
@@ -164,7 +165,8 @@ def throughput(held: HeldOut, timbre, melody, data: Path, *, n_songs: int = 4) -
         rows.append([name, f"{t / n_songs:.3f}", f"{seconds / t:.0f}x"])
 
     add("log-mel (from decoded audio)", lambda: [log_mel(w) for w in waves])
-    add("timbre encoder (from log-mel)", lambda: timbre.embed_logmels(mels))
+    add("timbre TDNN part (from log-mel)", lambda: timbre.tdnn_vectors(mels))
+    add("timbre speaker part (from decoded audio)", lambda: speaker_vectors(waves, timbre.speaker))
     if melody is not None:
         add("melody encoder (from decoded audio)", lambda: melody.embed_waveforms(waves))
     add("decode FLAC (load_audio)", lambda: [load_audio(p) for p in paths])
