@@ -80,7 +80,8 @@ def _synth_summary(info: dict, seconds_taken: float | None = None) -> str:
 def train(
     catalogue: Path = typer.Argument(..., help="Catalogue folder or manifest (CSV/Parquet) to train on."),
     out: Path = typer.Option(..., "--out", help="Folder for timbre.pt / melody.pt (and resumable state)."),
-    encoder: str = typer.Option("both", help="timbre, melody or both."),
+    encoder: str = typer.Option("both", help="timbre, melody, both, or gender (the gender classifier, fitted on the "
+                                             "catalogue's gender column, e.g. a synthetic one)."),
     pitch: str = typer.Option("neg", help="Pitch-shifted views as none, pos or neg pairs (timbre)."),
     stretch: str = typer.Option("pos", help="Time-stretched views as none, pos or neg pairs (timbre)."),
     positives: Optional[str] = typer.Option(None, help="Timbre base positive: another crop of the same 'song' "
