@@ -114,12 +114,15 @@ def index_cmd(
                                                "IVF4096,Flat, ... (auto: exact up to 100k songs)."),
     append: bool = typer.Option(False, "--append", help="Keep vectors of songs already indexed; embed only new ones."),
     chunk_size: int = typer.Option(32, help="Songs per resumable chunk."),
+    fit_gender: Optional[str] = typer.Option(None, "--fit-gender", help="Catalogue column with the gender of some "
+                                             "singers: fit the gender classifier on them and predict the rest."),
 ):
-    """Embed every song with both encoders and write the index directory (FAISS indexes, tables, map)."""
+    """Embed every song with both encoders and write the index directory (FAISS indexes, tables, map, predicted
+    gender and measured range)."""
     from index.build import build_catalogue_index
 
     report = _run(build_catalogue_index, catalogue, out, checkpoints=checkpoints, index_key=index_key,
-                  append=append, chunk_size=chunk_size)
+                  append=append, chunk_size=chunk_size, fit_gender=fit_gender)
     typer.echo(report.summary())
     if len(report.failures):
         typer.echo(f"{len(report.failures)} file(s) could not be indexed (see {out / 'failures.csv'}):")

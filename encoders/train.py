@@ -329,12 +329,6 @@ def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
 # Gender
 # ----------------------------------------------------------------------------------------------------------
 
-def gender_labels(values) -> np.ndarray:
-    """'f' / 'm' / None for each value of a gender column (f, female, w, woman / m, male, man; any case)."""
-    table = {"f": "f", "female": "f", "w": "f", "woman": "f", "m": "m", "male": "m", "man": "m"}
-    return np.array([table.get(str(v).strip().lower()) if isinstance(v, str) else None for v in values], object)
-
-
 def train_gender(cat: Catalogue, out_path: Path, *, timbre_checkpoint: Path | None = None, progress: bool = True,
                  command: str | None = None) -> Path:
     """Fit the gender classifier (:class:`encoders.voice.GenderClassifier`) on the speaker vectors of a catalogue
@@ -342,7 +336,7 @@ def train_gender(cat: Catalogue, out_path: Path, *, timbre_checkpoint: Path | No
     songs and singers, and leave-one-singer-out accuracy."""
     from encoders.checkpoint import load_encoder
     from encoders.embed import embed_songs
-    from encoders.voice import GenderClassifier, GenderConfig, leave_one_singer_out, speaker_part
+    from encoders.voice import GenderClassifier, GenderConfig, gender_labels, leave_one_singer_out, speaker_part
 
     songs = cat.songs
     if "gender" not in songs:
@@ -355,7 +349,7 @@ def train_gender(cat: Catalogue, out_path: Path, *, timbre_checkpoint: Path | No
                                     progress=progress)
     ok = np.delete(np.flatnonzero(known), [f.index for f in failures])
     speaker, y = speaker_part(vectors["timbre"]), labels[ok] == "f"
-    cfg = GenderConfig(timbre_sha256=timbre.checkpoint_sha256)
+    cfg = GenderConfig(speaker_key=timbre.speaker_key)
     clf = GenderClassifier.fit(speaker, y, cfg)
     singers = songs["singer"].to_numpy()[ok]
     metrics = {"songs": len(ok), "singers": int(len(set(singers))), "female_share": float(y.mean()),

@@ -135,10 +135,16 @@ def speaker_part(timbre_vectors: np.ndarray) -> np.ndarray:
     return l2_normalise(x[:, :SPEAKER_DIM])
 
 
+def gender_labels(values) -> np.ndarray:
+    """'f' / 'm' / None for each value of a gender column (f, female, w, woman / m, male, man; any case)."""
+    table = {"f": "f", "female": "f", "w": "f", "woman": "f", "m": "m", "male": "m", "man": "m"}
+    return np.array([table.get(str(v).strip().lower()) if isinstance(v, str) else None for v in values], object)
+
+
 @dataclass
 class GenderConfig:
     C: float = 1.0                 # inverse L2 strength of the logistic regression
-    timbre_sha256: str = ""        # the timbre encoder whose speaker vectors it reads (its GE2E weights)
+    speaker_key: str = ""          # the speaker vectors it reads (TimbreEncoder.speaker_key: weights and settings)
 
 
 class GenderClassifier:
@@ -211,4 +217,4 @@ def leave_one_singer_out(speaker: np.ndarray, is_female: Sequence[bool], singers
 
 
 __all__ = ["PitchConfig", "f0_track", "sung_range", "RangeMeter", "note_name", "voice_type", "speaker_part",
-           "GenderConfig", "GenderClassifier", "pool_singers", "leave_one_singer_out", "TESSITURA"]
+           "gender_labels", "GenderConfig", "GenderClassifier", "pool_singers", "leave_one_singer_out", "TESSITURA"]

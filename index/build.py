@@ -33,6 +33,7 @@ from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
+from index.attributes import add_voice_attributes, check_fit_gender, load_gender_classifier
 from index.lock import holds_index_lock
 from index.map import compute_map, reuse_map
 from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, read_info, write_csv, write_json,
@@ -57,12 +58,18 @@ class BuildReport:
     failures: pd.DataFrame = field(repr=False)
     audio_seconds: float = 0.0   # audio embedded by this run
     seconds: float = 0.0         # wall time of this run
+    attributes: dict = field(default_factory=dict)  # what index.json records of the voice attributes
 
     def summary(self) -> str:
         speed = f", {self.audio_seconds / self.seconds:.0f}x real time" if self.n_embedded and self.seconds else ""
-        return (f"indexed {self.n_songs} songs by {self.n_singers} singers into {self.index_dir} "
+        text = (f"indexed {self.n_songs} songs by {self.n_singers} singers into {self.index_dir} "
                 f"({self.n_embedded} embedded, {self.n_reused} reused, {self.n_resumed} resumed, "
                 f"{len(self.failures)} failed) in {self.seconds:.1f} s{speed}")
+        g = self.attributes.get("gender", {})
+        if "fitted_on" in g:
+            text += (f"; gender predicted by a classifier fitted on the {g['labelled_singers']} singers labelled in "
+                     f"'{g['fitted_on']}' (leave-one-singer-out accuracy {g['loso_singer_accuracy']:.3f})")
+        return text
 
 
 def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, list[tuple[int, str]]]:
@@ -101,7 +108,8 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[dict, pd.DataFrame,
 @holds_index_lock("out_dir")  # one writer per directory: a second build fails at once (index/lock.py)
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
                           checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
-                          chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0) -> BuildReport:
+                          chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0,
+                          fit_gender: str | None = None) -> BuildReport:
     """Index a catalogue into ``out_dir`` (see module docstring).
 
     Parameters
@@ -112,6 +120,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs)
     append : reuse the vectors of songs already in ``out_dir`` and embed only the new ones
     chunk_size : songs per resumable chunk
+    fit_gender : a catalogue column with the gender of some singers: predicted gender comes from a classifier
+        fitted on them (index/attributes.py) instead of the checkpoint folder's ``gender.pt``
 
     Raises
     ------
@@ -121,6 +131,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     t0 = time.perf_counter()
     set_torch_threads()
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
+    if fit_gender:
+        check_fit_gender(cat.songs, fit_gender)  # before any embedding
     if encoders is None:
         from encoders.checkpoint import load_default_encoders
         encoders = load_default_encoders(checkpoints)
@@ -209,6 +221,9 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     singer_meta = cat.singer_table().drop(columns="n_songs")
     singers = pd.DataFrame({"singer": singer_names, "n_songs": np.bincount(codes, minlength=len(singer_names))})
     singers = singers.merge(singer_meta, on="singer", how="left")
+    songs, singers, attributes = add_voice_attributes(
+        songs, singers, song_vecs["timbre"], classifier=load_gender_classifier(checkpoints, encoders["timbre"]),
+        fit_gender=fit_gender, previous=prev_songs, progress=progress)
 
     # ---- the same songs as the previous index (--append with nothing new): its vectors are these, so its map
     # layout and FAISS files are what this build would compute again
@@ -251,10 +266,11 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         "counts": {"songs": len(songs), "singers": len(singers), "failures": len(failures)},
         "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product"},
         "map": map_info,
+        "attributes": attributes,
         "metadata_columns": cat.metadata_columns,
     })
     shutil.rmtree(build_dir, ignore_errors=True)
     report = BuildReport(out_dir, len(songs), len(singers), n_embedded, int(keep_prev.sum()), n_resumed,
-                         failures, audio_seconds, time.perf_counter() - t0)
+                         failures, audio_seconds, time.perf_counter() - t0, attributes)
     log.info(report.summary())
     return report

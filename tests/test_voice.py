@@ -62,13 +62,13 @@ def test_gender_classifier_fits_predicts_and_round_trips(tmp_path):
     from data.features import DEFAULT_FEATURES
 
     x, y = _clusters(40)
-    clf = GenderClassifier.fit(x, y, GenderConfig(timbre_sha256="abc"))
+    clf = GenderClassifier.fit(x, y, GenderConfig(speaker_key="abc"))
     p = clf.predict_proba(x)
     assert p.dtype == np.float32 and np.mean((p > 0.5) == y) == 1.0
     path = save_checkpoint(tmp_path / "gender.pt", kind="gender", model=clf.module(), config=clf.config(),
                            features=DEFAULT_FEATURES)
     back = load_encoder(path, kind="gender")
-    assert back.cfg.timbre_sha256 == "abc"
+    assert back.cfg.speaker_key == "abc"
     assert np.allclose(back.predict_proba(x), p, atol=1e-5)
     singers = np.repeat([f"s{i}" for i in range(8)], 10)  # 4 female, 4 male singers of 10 songs
     assert leave_one_singer_out(x, y, singers) == 1.0
@@ -82,12 +82,100 @@ def test_one_class_only_is_a_clear_error():
 
 def test_train_gender_on_a_synthetic_catalogue(tiny_catalogue, tmp_path):
     from encoders.checkpoint import load_encoder, read_checkpoint
-    from encoders.train import gender_labels, train
+    from encoders.train import train
+    from encoders.voice import gender_labels
 
     assert list(gender_labels(["F", "male", " w ", "x", None])) == ["f", "m", "f", None, None]
     path = train(tiny_catalogue, tmp_path, encoder="gender", progress=False, command="pytest")["gender"]
     ckpt = read_checkpoint(path)
     assert ckpt["kind"] == "gender" and ckpt["metrics"]["songs"] == 12 and ckpt["metrics"]["singers"] == 4
-    assert ckpt["config"]["timbre_sha256"]
+    assert ckpt["config"]["speaker_key"].endswith("dBFS:24")
     assert 0.0 <= ckpt["metrics"]["train_song_accuracy"] <= 1.0
     assert isinstance(load_encoder(path), GenderClassifier)
+
+
+# ------------------------------------------------------------------ in the index (index/attributes.py)
+def test_index_has_typed_attribute_columns_and_keeps_the_catalogue_gender(tiny_index, tiny_catalogue):
+    import pandas as pd
+
+    from index.attributes import ATTRIBUTE_COLUMNS
+
+    songs, singers = pd.read_parquet(tiny_index / "songs.parquet"), pd.read_parquet(tiny_index / "singers.parquet")
+    own = pd.read_csv(tiny_catalogue).set_index("singer")["gender"].groupby(level=0).first()
+    for table in (songs, singers):
+        assert set(ATTRIBUTE_COLUMNS) <= set(table.columns)
+        assert table["gender_p"].dtype == np.float32 and table["gender_p"].between(0, 1).all()
+        assert set(table["gender_pred"]) <= {"f", "m"} and set(table["gender_source"]) == {"predicted"}
+        assert all(table[c].dtype == np.float32 for c in ("range_low_midi", "range_centre_midi", "range_high_midi"))
+        assert (table["range_low_midi"] <= table["range_high_midi"]).all()
+        assert table["range_low"].map(lambda n: n == note_name(float("nan")) or n[-1].isdigit()).all()
+        assert set(table["voice_type_pred"]) <= {"soprano", "mezzo", "alto", "tenor", "baritone", "bass"}
+        assert (table["singer"].map(own) == table["gender"]).all()  # the catalogue's own column, untouched
+    # a singer's probability pools its songs
+    assert np.allclose(singers.set_index("singer")["gender_p"],
+                       songs.groupby("singer")["gender_p"].mean().loc[singers["singer"]], atol=1e-6)
+
+
+def test_fit_gender_refits_on_labels_and_one_class_fails_before_embedding(tiny_catalogue, tiny_encoders, tmp_path):
+    import pandas as pd
+
+    from index.build import build_catalogue_index
+
+    man = pd.read_csv(tiny_catalogue)
+    man["path"] = [str(tiny_catalogue.parent / p) for p in man["path"]]
+    singers = sorted(man["singer"].unique())
+    one = man.assign(sex=np.where(man["singer"] == singers[0], "F", None))
+    one.to_csv(tmp_path / "one.csv", index=False)
+    with pytest.raises(SingrecError, match="none labelled m"):
+        build_catalogue_index(tmp_path / "one.csv", tmp_path / "idx-one", fit_gender="sex", progress=False)
+    assert not (tmp_path / "idx-one" / "embeddings").exists()  # failed before any embedding
+    with pytest.raises(SingrecError, match="no column 'nope'"):
+        build_catalogue_index(tmp_path / "one.csv", tmp_path / "idx-one", fit_gender="nope", progress=False)
+    # three of the four singers labelled (both genders): the fourth is predicted; the labels are kept as given
+    g = man.groupby("singer")["gender"].first()
+    assert g.nunique() == 2, g.to_dict()
+    g = g.loc[[s for s in g.index if s != g[g == g.mode()[0]].index[0]] + [g[g == g.mode()[0]].index[0]]]
+    labelled = man.assign(sex=np.where(man["singer"].isin(g.index[:3]), man["gender"], None))
+    labelled.to_csv(tmp_path / "three.csv", index=False)
+    out = tmp_path / "idx"
+    report = build_catalogue_index(tmp_path / "three.csv", out, encoders=tiny_encoders, fit_gender="sex",
+                                   progress=False)
+    assert "fitted on the 3 singers labelled in 'sex'" in report.summary()
+    table = pd.read_parquet(out / "singers.parquet").set_index("singer")
+    assert (table.loc[g.index[:3], "gender_source"] == "label").all()
+    assert (table.loc[g.index[:3], "gender_pred"] == g.iloc[:3].str.lower()).all()
+    assert table.loc[g.index[3], "gender_source"] == "predicted"
+
+
+def test_filters_on_predicted_gender_in_the_api_the_cli_and_the_page(tiny_index, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from app import explorer
+    from app.cli import app
+    from recsys.rank import Recommender
+
+    rec = Recommender.load(tiny_index)
+    query = rec.singers["singer"].iloc[0]
+    for want in ("f", "m"):
+        got = rec.similar_singers(query, k=10, filters={"gender_pred": want})
+        expected = set(rec.singers.loc[rec.singers["gender_pred"] == want, "singer"]) - {query}
+        assert set(got["singer"]) == expected
+    out = CliRunner().invoke(app, ["similar", str(tiny_index), "--singer", query, "--where", "gender_pred=m",
+                                   "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert rows and {r["gender_pred"] for r in rows} == {"m"}
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(explorer.ENV_VAR, str(tiny_index))
+    from pathlib import Path
+
+    page = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"),
+                             default_timeout=60).run()
+    page.multiselect(key="filter_gender_pred").select("f")
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    table = next(d.value for d in page.dataframe if "timbre_score" in d.value.columns)
+    assert set(table["gender_pred"]) <= {"f"}
