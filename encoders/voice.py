@@ -79,7 +79,11 @@ def f0_track(wave: np.ndarray, *, sample_rate: int = 16000, cfg: PitchConfig = P
     flat = np.abs(den) <= 1e-9
     offset = np.clip(np.where(flat, 0.0, 0.5 * (a - c) / np.where(flat, 1.0, den)), -0.5, 0.5)  # parabola vertex
     midi = librosa.hz_to_midi(scfg.fmin_hz) + (k + offset) / cfg.bins_per_semitone
-    voiced = b > max(cfg.voicing * float(np.quantile(b, 0.95)), cfg.min_salience)
+    # a peak on the grid's first or last semitone is a tone outside the sung range pulling the comb to the edge
+    # (a whistle or hum in a real recording), not a sung pitch: such frames are not voiced
+    inside = (k >= cfg.bins_per_semitone) & (k < n_p - cfg.bins_per_semitone)
+    voiced = inside & (b > max(cfg.voicing * float(np.quantile(b[inside], 0.95) if inside.any() else 0.0),
+                                cfg.min_salience))
     return midi, voiced
 
 
