@@ -131,13 +131,13 @@ def add_voice_attributes(songs: pd.DataFrame, singers: pd.DataFrame, timbre_vect
 
 
 def load_gender_classifier(checkpoints: str | Path | None, timbre) -> GenderClassifier | None:
-    """The ``gender.pt`` of a checkpoint folder (default: shipped), or None when there is none or it reads another
-    timbre encoder's vectors than ``timbre``."""
+    """The ``gender.pt`` of a checkpoint folder, else the shipped one (it reads only the speaker vectors, which do
+    not depend on the TDNN); None when it reads other speaker vectors than ``timbre``'s."""
     from encoders.checkpoint import CHECKPOINT_DIR, load_encoder
 
-    path = (Path(checkpoints) if checkpoints else CHECKPOINT_DIR) / "gender.pt"
+    path = Path(checkpoints or CHECKPOINT_DIR) / "gender.pt"
     if not path.is_file():
-        return None
+        path = CHECKPOINT_DIR / "gender.pt"
     clf = load_encoder(path, kind="gender")
     want, have = clf.cfg.speaker_key, getattr(timbre, "speaker_key", "")
     if want != have:
