@@ -21,6 +21,8 @@ Throughput: x real time of (a) the timbre encoder from log-mel, (b) the melody e
     python benchmarks/encoder_quality.py                      # everything (the ablation trains 5 small models)
     python benchmarks/encoder_quality.py --parts eval,throughput   # without the ablation
     python benchmarks/encoder_quality.py --timbre out/run/timbre.pt --ablation-epochs 8
+    python benchmarks/encoder_quality.py --parts throughput --threads 1 --json benchmarks/results/throughput.json
+                                                              # the figures of docs/throughput.png (plots.py)
 """
 from __future__ import annotations
 

@@ -144,8 +144,10 @@ def plot_topk(args) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if ax is ax1 else "lower left", fontsize=9)
+    queries = next(iter(curves["curves"].values()))["queries"]
     fig.suptitle(f"Singer retrieval on real singing: MIR-1K, {curves['clips']} clips of {curves['songs']} songs by "
-                 f"{curves['singers']} singers, each clip a query, its own song excluded", fontsize=11)
+                 f"{curves['singers']} singers\nthe {queries} clips whose singer has another song query the rest, "
+                 f"their own song's clips excluded", fontsize=10.5)
     fig.tight_layout()
     save(fig, args.out)
 
