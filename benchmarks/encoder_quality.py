@@ -21,11 +21,16 @@ Throughput: x real time of (a) the timbre encoder from log-mel, (b) the melody e
     python benchmarks/encoder_quality.py                      # everything (the ablation trains 5 small models)
     python benchmarks/encoder_quality.py --parts eval,throughput   # without the ablation
     python benchmarks/encoder_quality.py --timbre out/run/timbre.pt --ablation-epochs 8
+    python benchmarks/encoder_quality.py --parts throughput --threads 1 --json benchmarks/results/throughput.json
+                                                              # the figures of docs/throughput.png (plots.py)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,6 +59,12 @@ POLICIES = [("none", "none"), ("pos", "pos"), ("pos", "neg"), ("neg", "pos"), ("
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def git_commit() -> str:
+    """Short hash of the checked-out commit (empty outside a git checkout)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip()
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -161,7 +172,7 @@ def throughput(held: HeldOut, timbre, melody, data: Path, *, n_songs: int = 4) -
 
     def add(name, fn):
         t = timed(fn)
-        res[name] = seconds / t
+        res[name] = {"s_per_song": t / n_songs, "x_real_time": seconds / t}
         rows.append([name, f"{t / n_songs:.3f}", f"{seconds / t:.0f}x"])
 
     add("log-mel (from decoded audio)", lambda: [log_mel(w) for w in waves])
@@ -192,6 +203,8 @@ def main() -> None:
     ap.add_argument("--parts", default="eval,ablation,throughput",
                     help="comma-separated subset of eval, ablation, throughput")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: set_torch_threads())")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the throughput figures here (read by benchmarks/plots.py)")
     ap.add_argument("--write", action="store_true",
                     help="also replace this script's whole section of BENCHMARKS.md with the output (the section's "
                          "hand-written notes are lost; default: print only)")
@@ -237,7 +250,12 @@ def main() -> None:
         print(text, flush=True)
 
     if "throughput" in parts:
-        md_tp, _ = throughput(held, timbre, melody, args.data)
+        md_tp, res_tp = throughput(held, timbre, melody, args.data)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"stages": res_tp, "threads": threads, "song_seconds": 180,
+                                             "commit": git_commit(), "load": os.getloadavg()}, indent=1))
+            print(f"wrote {args.json}")
         text = (f"Embedding throughput, {threads} torch thread(s) on this shared 2-core machine (median of 3 runs, "
                 f"4 songs of 3 minutes; target: >= 300x real time end to end, i.e. < 0.6 s per 3-min song).\n\n{md_tp}")
         sections.append(text)

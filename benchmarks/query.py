@@ -6,13 +6,19 @@
    singers' songs scattered around a singer centre), with the index ``auto`` picks at each size (Flat, IVF):
    song-level recall@10 of the index vs exact search, singer-level overlap of ``similar_singers`` top-10
    with an exact ranker (Flat song indexes, every singer scored exactly), and p50/p99 query latency.
-   Prints a markdown table.
+   Prints a markdown table; ``--json`` also writes the rows (read by ``benchmarks/plots.py``).
 
 Run: ``.venv/bin/python benchmarks/query.py [--index demo_data/index] [--songs 1000000]``
+     ``.venv/bin/python benchmarks/query.py --sizes 900,3000,10000,30000,60000 --queries 1000 --repeats 5``
+     ``--json benchmarks/results/query.json``
+(``--sizes`` replaces ``--mid-songs`` and ``--songs``: only those synthetic sizes, e.g. without the 1M one).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -64,17 +70,18 @@ def synthetic_recommender(n_songs: int, songs_per_singer: int, dims=(128, 64), s
     return Recommender(Path("<memory>"), info, songs, singers, map_df, vecs, singer_vecs, indexes, pd.DataFrame())
 
 
-def synthetic_row(n_songs: int, songs_per_singer: int, n_queries: int) -> tuple:
+def synthetic_row(n_songs: int, songs_per_singer: int, n_queries: int, repeats: int = 1) -> tuple:
     """Latency, song recall@10 and singer top-10 overlap for a synthetic index of ``n_songs`` vectors.
 
     The reference ranker searches exact (Flat) song indexes and scores *every* singer exactly (no candidate
     cut), so the overlap measures all approximations at once: the IVF index, the candidate singers and the
-    rescoring budget.
+    rescoring budget. With ``repeats`` > 1 the latency is timed that many times (after the index is built) and
+    the medians of the p50s and of the p99s are reported; the last element lists every (p50, p99).
     """
     print(f"building the {n_songs}-song synthetic index ...", flush=True)
     approx = synthetic_recommender(n_songs, songs_per_singer)
     rng = np.random.default_rng(1)
-    qrows = rng.choice(n_songs, n_queries, replace=False)
+    qrows = rng.choice(n_songs, min(n_queries, n_songs), replace=False)
     exact_index = build_index(approx.song_vectors["timbre"], "Flat")
     q = approx.song_vectors["timbre"][qrows]
     song_recall = recall_at_k(search(approx.song_indexes["timbre"], q, 10)[1], search(exact_index, q, 10)[1], 10)
@@ -82,14 +89,18 @@ def synthetic_row(n_songs: int, songs_per_singer: int, n_queries: int) -> tuple:
                         approx.song_vectors, approx.singer_vectors,
                         {"timbre": exact_index, "melody": build_index(approx.song_vectors["melody"], "Flat")},
                         pd.DataFrame())
-    singers = approx.singers["singer"].to_numpy()[rng.choice(len(approx.singers), 50, replace=False)].tolist()
+    n_singers = len(approx.singers)
+    singers = approx.singers["singer"].to_numpy()[rng.choice(n_singers, min(50, n_singers), replace=False)].tolist()
     exact.exact_singers = len(approx.singers)  # the reference: every singer scored exactly
     reference = {s: set(exact.similar_singers(s, k=10)["singer"]) for s in singers}
     overlap = np.mean([len(set(approx.similar_singers(s, k=10)["singer"]) & reference[s]) / 10 for s in singers])
-    query_singers = approx.singers["singer"].to_numpy()[rng.choice(len(approx.singers), n_queries, replace=False)]
-    p50, p99 = latency(approx, query_singers.tolist(), rounds=1)
+    picks = rng.choice(n_singers, min(n_queries, n_singers), replace=False)
+    query_singers = approx.singers["singer"].to_numpy()[picks]
+    # small catalogues have fewer singers than queries: more rounds, so every size times ~n_queries queries
+    runs = [latency(approx, query_singers.tolist(), rounds=-(-n_queries // len(picks))) for _ in range(repeats)]
+    p50, p99 = (float(np.median([r[i] for r in runs])) for i in (0, 1))
     return ("synthetic vectors", f"{n_songs} songs / {len(approx.singers)} singers", choose_index_key(n_songs),
-            f"{song_recall:.3f}", f"{overlap:.3f}", p50, p99)
+            f"{song_recall:.3f}", f"{overlap:.3f}", p50, p99, runs)
 
 
 def main() -> None:
@@ -100,6 +111,12 @@ def main() -> None:
                     help="also a mid-size synthetic catalogue (exact FAISS, above EXACT_SINGERS); 0 to skip")
     ap.add_argument("--songs-per-singer", type=int, default=30)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--sizes", default=None,
+                    help="comma-separated synthetic catalogue sizes in songs (instead of --mid-songs, --songs)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time each synthetic size this many times and report the median p50 / p99 (steadier on "
+                         "a shared machine)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     set_torch_threads()
     rows = []
@@ -107,16 +124,28 @@ def main() -> None:
         rec = Recommender.load(args.index)
         p50, p99 = latency(rec, rec.singers["singer"].tolist())
         rows.append(("default catalogue", f"{len(rec.songs)} songs / {len(rec.singers)} singers",
-                     rec.info["faiss"]["songs"], "1.000 (exact)", "1.000 (exact)", p50, p99))
+                     rec.info["faiss"]["songs"], "1.000 (exact)", "1.000 (exact)", p50, p99, [(p50, p99)]))
     else:
         print(f"(no index at {args.index}; run `make demo` first for the default-catalogue row)")
 
-    for n_songs in [n for n in (args.mid_songs, args.songs) if n]:
-        rows.append(synthetic_row(n_songs, args.songs_per_singer, args.queries))
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else [args.mid_songs, args.songs]
+    for n_songs in [n for n in sizes if n]:
+        rows.append(synthetic_row(n_songs, args.songs_per_singer, args.queries, args.repeats))
     print("\n| index | size | FAISS | song recall@10 vs exact | singer top-10 overlap vs exact | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
-    for name, size, key, rec10, ov, p50, p99 in rows:
+    for name, size, key, rec10, ov, p50, p99, _ in rows:
         print(f"| {name} | {size} | {key} | {rec10} | {ov} | {p50:.2f} | {p99:.2f} |")
+    if args.json:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "rows": [{"index": name, "size": size, "songs": int(size.split()[0].replace(",", "")), "faiss": key,
+                      "song_recall@10": rec10, "singer_overlap@10": ov, "p50_ms": p50, "p99_ms": p99,
+                      "runs_ms": runs}
+                     for name, size, key, rec10, ov, p50, p99, runs in rows],
+            "commit": commit, "load": os.getloadavg(), "queries": args.queries, "repeats": args.repeats}, indent=1))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
