@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,21 @@ class HeldOut:
                 "melody_map": mean_average_precision(emb, self.melodies, exclude=self.singers)}
 
 
+class RealClips:
+    """A labelled real-singing catalogue (e.g. the MIR-1K dev set: manifest with ``path, singer, song``), loaded
+    once; scored with the query's own song excluded."""
+
+    def __init__(self, folder: Path):
+        man = pd.read_csv(folder / "manifest.csv")
+        self.waves = [load_audio(folder / p) for p in man["path"]]
+        self.mels = [log_mel(w) for w in self.waves]
+        self.singers, self.songs = man["singer"].to_numpy(), man["song"].to_numpy()
+
+    def scores(self, emb: np.ndarray) -> dict[str, float]:
+        return {"top1": singer_top1(emb, self.singers, exclude=self.songs),
+                "map": mean_average_precision(emb, self.singers, exclude=self.songs)}
+
+
 def timed(fn, repeat: int = 3) -> float:
     """Median wall time of ``fn()`` over ``repeat`` runs (after one warm-up)."""
     fn()
@@ -119,9 +135,10 @@ def evaluate(held: HeldOut, timbre, melody) -> tuple[str, dict]:
 
 
 def ablation(train_manifest: Path, held: HeldOut, runs: Path, *, epochs: int, base: TimbreConfig,
-             threads: int | None, seeds: tuple[int, ...] = (0,)) -> tuple[str, list]:
-    """Train one timbre encoder per pair policy and seed (same budget) and evaluate each on the held-out
-    catalogue; rows give the mean over seeds (each seed's value in brackets when there are several).
+             threads: int | None, seeds: tuple[int, ...] = (0,), real: RealClips | None = None) -> tuple[str, list]:
+    """Train one timbre encoder per pair policy and seed (same budget, from random weights) and evaluate each on
+    the held-out catalogue (the fused vector, as shipped) and, with ``real``, on real singing (the fused vector and
+    the TDNN alone); rows give the mean over seeds (each seed's value in brackets when there are several).
     Finished runs are reused (``train`` resumes them); runs share one song-bank cache."""
     rows, res = [], []
     for pitch, stretch in POLICIES:
@@ -130,12 +147,17 @@ def ablation(train_manifest: Path, held: HeldOut, runs: Path, *, epochs: int, ba
             out = runs / (f"ablation-{pitch}-{stretch}" + (f"-seed{seed}" if seed else ""))
             t = time.perf_counter()
             path = train(train_manifest, out, encoder="timbre", pitch=pitch, stretch=stretch, epochs=epochs,
-                         seed=seed, progress=False, threads=threads, timbre_config=base,
+                         seed=seed, progress=False, threads=threads, timbre_config=base, init="none",
                          cache_dir=runs / "bank-cache",
                          command=f"benchmarks/encoder_quality.py ablation pitch={pitch} stretch={stretch} "
                                  f"epochs={epochs} seed={seed}")["timbre"]
             ckpt = read_checkpoint(path)
-            s = held.scores(load_encoder(path).embed_waveforms(held.waves))
+            enc = load_encoder(path)
+            s = held.scores(enc.embed_waveforms(held.waves))
+            if real is not None:
+                fused, alone = real.scores(enc.embed_waveforms(real.waves)), real.scores(enc.tdnn_vectors(real.mels))
+                s.update({"real_top1": fused["top1"], "real_map": fused["map"], "real_tdnn_top1": alone["top1"],
+                          "real_tdnn_map": alone["map"]})
             secs = ckpt["train"]["seconds"]
             log.info("ablation %s/%s seed %d: %s (%.0f s, this call %.0f s)", pitch, stretch, seed, s, secs,
                      time.perf_counter() - t)
@@ -147,10 +169,13 @@ def ablation(train_manifest: Path, held: HeldOut, runs: Path, *, epochs: int, ba
             vals = [r[key] for r in per_seed]
             each = f" ({' / '.join(f'{v:.3f}' for v in vals)})" if len(vals) > 1 else ""
             return f"{np.mean(vals):.3f}{each}"
-        rows.append([pitch, stretch, cell("singer_top1"), cell("singer_map"), cell("melody_map"), cell("val_top1"),
-                     f"{np.mean([r['train_seconds'] for r in per_seed]) / 60:.1f}"])
+        real_cells = [f"{cell('real_top1')} / {cell('real_map')}", f"{cell('real_tdnn_top1')} / {cell('real_tdnn_map')}"] \
+            if real is not None else []
+        rows.append([pitch, stretch, cell("singer_top1"), cell("singer_map"), cell("melody_map"), *real_cells,
+                     cell("val_top1"), f"{np.mean([r['train_seconds'] for r in per_seed]) / 60:.1f}"])
+    real_heads = ["real singing top-1 / mAP (fused)", "real singing top-1 / mAP (TDNN alone)"] if real is not None else []
     md = table(["pitch", "stretch", "held-out singer top-1", "held-out singer mAP", "melody mAP (leak)",
-                "val top-1 (seen singers)", "train min"], rows)
+                *real_heads, "val top-1 (seen singers)", "train min"], rows)
     return md, res
 
 
@@ -200,6 +225,9 @@ def main() -> None:
     ap.add_argument("--melody", type=Path, default=DEFAULT_CHECKPOINTS["melody"])
     ap.add_argument("--ablation-epochs", type=int, default=12, help="training budget of each ablation run")
     ap.add_argument("--ablation-seeds", default="0", help="comma-separated training seeds per ablation row")
+    ap.add_argument("--real", type=Path, default=None,
+                    help="a labelled real-singing folder (manifest.csv: path, singer, song), e.g. the MIR-1K dev set: "
+                         "the ablation also scores each run on it")
     ap.add_argument("--parts", default="eval,ablation,throughput",
                     help="comma-separated subset of eval, ablation, throughput")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: set_torch_threads())")
@@ -239,7 +267,7 @@ def main() -> None:
         base = TimbreConfig()  # the shipped encoder's recipe (its defaults); pitch / stretch / epochs vary
         seeds = tuple(int(x) for x in args.ablation_seeds.split(","))
         md_abl, _ = ablation(train_manifest, held, args.data / "runs", epochs=args.ablation_epochs, base=base,
-                             threads=args.threads, seeds=seeds)
+                             threads=args.threads, seeds=seeds, real=RealClips(args.real) if args.real else None)
         text = (f"Pair-policy ablation (timbre): same budget for every row -- {args.ablation_epochs} epochs of "
                 f"the seed-0 catalogue's training split ({base.batch_size} anchor songs per step, training seeds "
                 f"{args.ablation_seeds}, "
