@@ -77,7 +77,9 @@ def pyin_check(dev: Path, clips: list[str]) -> list[dict]:
 
 
 def known_ranges(catalogue: Path) -> pd.DataFrame:
-    """song path -> duration-weighted 5th / 95th percentile of the notes sung (MIDI), from the synthesizer."""
+    """song path -> duration-weighted 5th / 95th percentile of the notes sung (MIDI), from the synthesizer: the
+    song's melody in its key and tempo, looped from the start for the song's length (as ``data.synth`` lays it
+    out, less its random onset of 0.05-0.4 s)."""
     info = json.loads((catalogue / "synth.json").read_text())["args"]
     melodies = {m.melody_id: m for m in make_melodies(_n_melodies(info["singers"], info["songs"]),
                                                        _rng(info["seed"], 2))}
@@ -85,12 +87,21 @@ def known_ranges(catalogue: Path) -> pd.DataFrame:
     rows = []
     for r in truth.itertuples():
         mel = melodies[r.melody_id]
-        semis, beats = mel.semitones(), np.asarray(mel.beats, float)
-        ok = np.isfinite(semis)
-        notes, w = r.key + semis[ok], beats[ok]
+        semis, beats = mel.semitones(), np.asarray(mel.beats, float) * 60.0 / r.tempo  # seconds per note
+        notes, weights, t = [], [], 0.2
+        while t < info["seconds"]:
+            for semi, dur in zip(semis, beats):
+                if np.isfinite(semi):
+                    notes.append(r.key + semi)
+                    weights.append(min(dur, info["seconds"] - t))
+                t += dur
+                if t >= info["seconds"]:
+                    break
+        notes, weights = np.asarray(notes), np.asarray(weights)
         order = np.argsort(notes)
-        cum = np.cumsum(w[order]) / w.sum()
-        rows.append({"path": str((catalogue / r.path).resolve()), "known_low": notes[order][np.searchsorted(cum, 0.05)],
+        cum = np.cumsum(weights[order]) / weights.sum()
+        rows.append({"path": str((catalogue / r.path).resolve()),
+                     "known_low": notes[order][np.searchsorted(cum, 0.05)],
                      "known_high": notes[order][np.searchsorted(cum, 0.95)]})
     return pd.DataFrame(rows)
 
