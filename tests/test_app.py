@@ -177,7 +177,7 @@ def test_resolve_index_dir_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # DEFAULT_INDEX is relative: no demo index here ...
     assert explorer.resolve_index_dir(["/usr/bin/pytest"], {}, script) is None
     (tmp_path / explorer.DEFAULT_INDEX).mkdir(parents=True)
-    (tmp_path / explorer.DEFAULT_INDEX / "index.json").write_text("{}")  # ... and now there is one
+    (tmp_path / explorer.DEFAULT_INDEX / "CURRENT").write_text("000001\n")  # ... and now there is one
     assert explorer.resolve_index_dir(["/usr/bin/pytest"], {}, script) == explorer.DEFAULT_INDEX
 
 
@@ -218,7 +218,7 @@ def test_filters_round_trip():
 def test_serve_command_and_bad_index(tmp_path, tiny_index):
     cmd = serve.command(tiny_index, port=8765)
     assert cmd[-2:] == ["--", str(tiny_index)] and "8765" in cmd and str(serve.PAGE) in cmd
-    with pytest.raises(SingrecError, match="not a singrec index: index.json is missing"):
+    with pytest.raises(SingrecError, match="not a singrec index: CURRENT is missing"):
         serve.serve(tmp_path)
 
 
