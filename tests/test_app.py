@@ -8,6 +8,7 @@ must equal ``Recommender.similar_singers`` for the same arguments), uploading a 
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,27 @@ def test_bad_upload_shows_an_error_not_a_traceback(page, name, data, reason):
     assert errors and name in errors[0] and reason in errors[0], errors
     assert "/tmp" not in errors[0] and "singrec-upload" not in errors[0]  # names the upload, not the temp copy
     assert not [d for d in page.dataframe if "timbre_score" in d.value.columns]
+
+
+def test_the_page_follows_a_newly_published_snapshot(tiny_index, tiny_catalogue, tiny_encoders, tmp_path,
+                                                    monkeypatch):
+    """A build publishing a new snapshot is picked up at the next rerun, without restarting the page."""
+    from streamlit.testing.v1 import AppTest
+
+    from index.build import build_catalogue_index
+
+    idx = tmp_path / "idx"
+    shutil.copytree(tiny_index, idx)
+    monkeypatch.setenv(explorer.ENV_VAR, str(idx))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    first = Recommender.load(idx).snapshot
+    assert any(f"(snapshot {first})" in c.value for c in at.caption), [c.value for c in at.caption]
+    report = build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, append=True, progress=False)
+    assert report.snapshot != first
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"(snapshot {report.snapshot})" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any(report.snapshot in t.value for t in at.toast)
 
 
 def test_missing_index_shows_an_error(tmp_path, monkeypatch):
