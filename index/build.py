@@ -237,7 +237,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
             ids += z["song_ids"].tolist()
             durs += z["durations"].tolist()
             for k in KINDS:
-                vecs[k].append(z[f"vec_{k}"])
+                vecs[k].append(l2_normalise(z[f"vec_{k}"]) if len(z[f"vec_{k}"]) else z[f"vec_{k}"])
             fails += list(zip(z["failed_ids"].tolist(), z["failed_reasons"].tolist()))
     by_id = cat.songs.set_index("song_id")
     failures = pd.DataFrame([{"song_id": s, "singer": by_id.at[s, "singer"], "path": by_id.at[s, "path"],
@@ -248,7 +248,10 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
                            out_dir)
 
     order = np.argsort(np.array(ids, dtype=object), kind="stable")  # row order = song id order
-    song_vecs = {k: l2_normalise(np.concatenate([v for v in vecs[k] if len(v)]))[order] for k in KINDS}
+    # reused rows are stored unit vectors, taken bit for bit (normalising them again could change the last bit,
+    # and an unchanged index would no longer share its files with the previous snapshot)
+    song_vecs = {k: np.concatenate([v for v in vecs[k] if len(v)]).astype(np.float32, copy=False)[order]
+                 for k in KINDS}
     songs = by_id.loc[np.array(ids, dtype=object)[order]].reset_index()
     songs.insert(songs.columns.get_loc("singer") + 1, "duration", np.asarray(durs, np.float32)[order])
 

@@ -197,7 +197,7 @@ def test_append_with_no_new_song_reuses_the_map_and_faiss_files(tiny_catalogue, 
     # the new snapshot shares every unchanged file with the previous one (hard links), the previous one is kept
     prev = idx / "snapshots" / old.name
     for name in ["timbre_songs.faiss", "melody_singers.faiss", "map.parquet", "embeddings/songs_timbre.npy",
-                 "songs.parquet"]:
+                 "embeddings/songs_melody.npy", "embeddings/singers_melody.npy", "songs.parquet"]:
         assert os.path.samefile(new / name, prev / name), name
 
 
