@@ -43,8 +43,8 @@ from index.map import compute_map, reuse_map
 from index.store import (FORMAT_VERSION, KEEP_SNAPSHOTS, KINDS, PARTIAL, SNAPSHOTS, check_encoders,
                          current_snapshot, current_snapshot_id, encoder_info, fsync_dir, link_or_copy,
                          next_snapshot_id, prune_snapshots, publish_snapshot, read_snapshot_info,
-                         remove_unpublished, share_unchanged, write_csv, write_json, write_npy, write_npz,
-                         write_parquet)
+                         remove_legacy_layout, remove_unpublished, share_unchanged, write_csv, write_json,
+                         write_npy, write_npz, write_parquet)
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +330,9 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     pruned = prune_snapshots(out_dir, keep)
     if pruned:
         log.info("removed old snapshot(s) %s", ", ".join(pruned))
+    legacy = remove_legacy_layout(out_dir)  # an index of format version 2 rebuilt in place
+    if legacy:
+        log.info("removed the files of the format-2 layout: %s", ", ".join(legacy))
     report = BuildReport(out_dir, len(songs), len(singers), n_embedded, int(keep_prev.sum()), n_resumed,
                          failures, audio_seconds, time.perf_counter() - t0, snapshot=sid, renamed=cat.renamed)
     log.info(report.summary())

@@ -206,6 +206,25 @@ def prune_snapshots(index_dir: str | Path, keep: int = KEEP_SNAPSHOTS) -> list[s
     return old
 
 
+LEGACY_FILES = ("index.json", "songs.parquet", "singers.parquet", "map.parquet", "failures.csv",
+                *(f"{k}_{w}.faiss{j}" for k in KINDS for w in ("songs", "singers") for j in ("", ".json")))
+
+
+def remove_legacy_layout(index_dir: str | Path) -> list[str]:
+    """Delete the files an index of format version 2 kept at the top of ``INDEX_DIR`` (by their fixed names),
+    once a snapshot has been published there; returns the names removed."""
+    index_dir = Path(index_dir)
+    if current_snapshot_id(index_dir) is None or not (index_dir / "index.json").is_file():
+        return []
+    gone = [n for n in LEGACY_FILES if (index_dir / n).is_file()]
+    for name in gone:
+        (index_dir / name).unlink()
+    if (index_dir / "embeddings").is_dir():
+        shutil.rmtree(index_dir / "embeddings", ignore_errors=True)
+        gone.append("embeddings/")
+    return gone
+
+
 def link_or_copy(src: str | Path, dst: str | Path) -> None:
     """Put ``src``'s content at ``dst`` as a hard link (no extra disk), or as a copy across file systems."""
     dst = Path(dst)

@@ -261,7 +261,7 @@ def test_other_format_version_is_refused(tiny_catalogue, tiny_encoders, tiny_ind
 def test_an_index_of_the_layout_before_snapshots_says_how_to_rebuild(tiny_catalogue, tiny_encoders, tiny_index,
                                                                     tmp_path):
     """Format version 2 kept the files at the top of INDEX_DIR (no CURRENT): loading or appending says to
-    rebuild; a full build makes a snapshot beside the old files."""
+    rebuild; a full build publishes a snapshot and removes the old files."""
     idx = tmp_path / "idx"
     shutil.copytree(current_snapshot(tiny_index), idx)
     info = json.loads((idx / "index.json").read_text())
@@ -273,3 +273,4 @@ def test_an_index_of_the_layout_before_snapshots_says_how_to_rebuild(tiny_catalo
         build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, append=True, progress=False)
     build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, progress=False)
     _same_index(idx, tiny_index)
+    assert sorted(p.name for p in idx.iterdir()) == ["CURRENT", "snapshots"]  # the old files are gone
