@@ -80,7 +80,8 @@ def _synth_summary(info: dict, seconds_taken: float | None = None) -> str:
 def train(
     catalogue: Path = typer.Argument(..., help="Catalogue folder or manifest (CSV/Parquet) to train on."),
     out: Path = typer.Option(..., "--out", help="Folder for timbre.pt / melody.pt (and resumable state)."),
-    encoder: str = typer.Option("both", help="timbre, melody or both."),
+    encoder: str = typer.Option("both", help="timbre, melody, both, or gender (the gender classifier, fitted on the "
+                                             "catalogue's gender column, e.g. a synthetic one)."),
     pitch: str = typer.Option("neg", help="Pitch-shifted views as none, pos or neg pairs (timbre)."),
     stretch: str = typer.Option("pos", help="Time-stretched views as none, pos or neg pairs (timbre)."),
     positives: Optional[str] = typer.Option(None, help="Timbre base positive: another crop of the same 'song' "
@@ -113,14 +114,17 @@ def index_cmd(
                                                "IVF4096,Flat, ... (auto: exact up to 100k songs)."),
     append: bool = typer.Option(False, "--append", help="Keep vectors of songs already indexed; embed only new ones."),
     chunk_size: int = typer.Option(32, help="Songs per resumable chunk."),
+    fit_gender: Optional[str] = typer.Option(None, "--fit-gender", help="Catalogue column with the gender of some "
+                                             "singers: fit the gender classifier on them and predict the rest."),
     keep: int = typer.Option(2, "--keep", help="Published snapshots kept in INDEX_DIR/snapshots (newest first)."),
 ):
     """Embed every song with both encoders and publish a new snapshot of the index directory (FAISS indexes,
-    tables, map); readers switch to it at once, the previous snapshot stays readable."""
+    tables, map, predicted gender and measured range); readers switch to it at once, the previous snapshot stays
+    readable."""
     from index.build import build_catalogue_index
 
     report = _run(build_catalogue_index, catalogue, out, checkpoints=checkpoints, index_key=index_key,
-                  append=append, chunk_size=chunk_size, keep=keep)
+                  append=append, chunk_size=chunk_size, fit_gender=fit_gender, keep=keep)
     typer.echo(report.summary())
     if len(report.failures):
         typer.echo(f"{len(report.failures)} file(s) could not be indexed "

@@ -132,6 +132,18 @@ def prepare_clip(rec, name: str, data: bytes) -> Clip:
 # --------------------------------------------------------------------------------------------- tables
 
 
+# Voice attribute columns of an index (index/attributes.py): shown with these labels, marked as predicted or
+# measured; the numeric columns behind them stay in the tables and the CSV but not in the results view.
+ATTRIBUTE_LABELS = {
+    "gender_pred": ("gender (predicted)", "Predicted from the voice (or the catalogue's label, where it was fitted "
+                                          "on labels: gender_source)"),
+    "voice_type_pred": ("voice type (predicted)", "From the measured range's centre and the gender"),
+    "range_low": ("range low (measured)", "5th percentile of the sung pitch over voiced frames"),
+    "range_high": ("range high (measured)", "95th percentile of the sung pitch over voiced frames"),
+}
+HIDDEN_ATTRIBUTES = ("gender_p", "gender_source", "range_low_midi", "range_centre_midi", "range_high_midi")
+
+
 def filter_options(singers: pd.DataFrame, columns: Sequence[str], max_values: int = 40) -> dict[str, list]:
     """Metadata columns usable as multiselect filters -> their sorted distinct values.
 

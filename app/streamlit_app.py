@@ -78,7 +78,7 @@ def filter_options(index_dir: IndexRef) -> dict[str, list]:
     """{metadata column as named in the catalogue: its values} for the filters (see Recommender.metadata_column)."""
     rec = load_recommender(index_dir)
     by_column = explorer.filter_options(rec.singers, rec.metadata_columns)
-    return {name: by_column[col] for name, col in rec.metadata_names.items() if col in by_column}
+    return {name: by_column[col] for name, col in rec.filter_columns.items() if col in by_column}
 
 
 # --------------------------------------------------------------------------------------------- choices
@@ -167,7 +167,7 @@ def map_options_ui(rec: Recommender) -> MapOptions:
                                       key="map_kind") or "Songs"
     computed = ["cluster", "singer"]
     label = {col: name if name not in computed else f"{name} (catalogue)"  # user columns by their names
-             for name, col in rec.metadata_names.items() if col in rec.map.columns}
+             for name, col in rec.filter_columns.items() if col in rec.map.columns}
     colour_by = sb.selectbox("Colour by", computed + list(label), index=0, key="colour_by",
                              format_func=lambda c: label.get(c, c))
     return MapOptions(kind=MAP_KINDS[kind_label], colour_by=colour_by)
@@ -229,7 +229,9 @@ def results_ui(outcome: Outcome) -> int:
                "Click a row to listen to its best-matching song pair below.")
     lo = float(min(0.0, res[["score", "timbre_score", "melody_score"]].min().min()))
     bar = dict(min_value=lo, max_value=1.0, format="%.3f")
-    meta = [c for c in res.columns if c not in RESULT_COLUMNS]
+    shown = [c for c in explorer.ATTRIBUTE_LABELS if c in res.columns]  # predicted / measured voice attributes
+    meta = shown + [c for c in res.columns if c not in RESULT_COLUMNS and c not in explorer.HIDDEN_ATTRIBUTES
+                    and c not in shown]
     event = st.dataframe(
         res, key="results", hide_index=True, on_select="rerun", selection_mode="single-row",
         column_order=["rank", "singer", "score", "timbre_score", "melody_score", "match_song", "query_song", *meta],
@@ -241,6 +243,8 @@ def results_ui(outcome: Outcome) -> int:
             "melody_score": st.column_config.ProgressColumn("melody", help="Melody similarity", width=84, **bar),
             "match_song": st.column_config.TextColumn("their song", help="Their best-matching song"),
             "query_song": st.column_config.TextColumn("query song", help="The query's song in the best pair"),
+            **{c: st.column_config.TextColumn(label, help=help_) for c, (label, help_) in
+               explorer.ATTRIBUTE_LABELS.items()},
         })
     st.download_button("Download results (CSV)", res.to_csv(index=False).encode(), file_name=outcome.csv_name,
                        mime="text/csv", icon=":material/download:", key="download")

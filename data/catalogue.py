@@ -34,11 +34,14 @@ log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 REQUIRED_COLUMNS = ("path", "singer")
 # Columns computed by singrec, in any table a user column could end up in: songs.parquet (song_id, path,
-# rel_path, singer, duration), singers.parquet (singer, n_songs), map.parquet (kind, id, singer, x, y, cluster)
-# and a result row of recsys.rank (rank, singer, score, timbre_score, melody_score, query_song, match_song).
-# tests/test_catalogue.py checks that every computed column of those tables is listed here.
+# rel_path, singer, duration and the voice attributes of index/attributes.py), singers.parquet (singer, n_songs,
+# voice attributes), map.parquet (kind, id, singer, x, y, cluster) and a result row of recsys.rank (rank, singer,
+# score, timbre_score, melody_score, query_song, match_song). tests/test_metadata.py checks that every computed
+# column of those tables is listed here.
 RESERVED_COLUMNS = ("song_id", "path", "rel_path", "singer", "duration", "n_songs", "kind", "id", "x", "y",
-                    "cluster", "rank", "score", "timbre_score", "melody_score", "query_song", "match_song")
+                    "cluster", "rank", "score", "timbre_score", "melody_score", "query_song", "match_song",
+                    "gender_p", "gender_pred", "gender_source", "range_low_midi", "range_centre_midi",
+                    "range_high_midi", "range_low", "range_high", "voice_type_pred")
 META_PREFIX = "meta:"
 MAX_LISTED_PROBLEMS = 50
 

@@ -16,7 +16,8 @@ from encoders.base import CHECKPOINT_FORMAT as FORMAT  # noqa: F401  (this modul
 from encoders.base import atomic_torch_save, file_sha256, read_checkpoint, save_checkpoint  # noqa: F401
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"  # shipped default weights
-DEFAULT_CHECKPOINTS = {"timbre": CHECKPOINT_DIR / "timbre.pt", "melody": CHECKPOINT_DIR / "melody.pt"}
+DEFAULT_CHECKPOINTS = {"timbre": CHECKPOINT_DIR / "timbre.pt", "melody": CHECKPOINT_DIR / "melody.pt",
+                       "gender": CHECKPOINT_DIR / "gender.pt"}
 
 
 def load_encoder(path: str | Path, *, kind: str | None = None):
@@ -25,11 +26,12 @@ def load_encoder(path: str | Path, *, kind: str | None = None):
     Parameters
     ----------
     path : checkpoint file written by :func:`encoders.base.save_checkpoint`
-    kind : if given, the checkpoint must be of this kind ("timbre" or "melody")
+    kind : if given, the checkpoint must be of this kind ("timbre", "melody" or "gender")
 
     Returns
     -------
-    an :class:`encoders.base.Embedder` (``TimbreEncoder`` or ``MelodyEncoder``) in eval mode, with
+    an :class:`encoders.base.Embedder` (``TimbreEncoder`` or ``MelodyEncoder``) in eval mode, or the
+    :class:`encoders.voice.GenderClassifier`, with
     ``.checkpoint_path``, ``.checkpoint_sha256`` and ``.metrics`` set.
     """
     ckpt = read_checkpoint(path)
@@ -40,6 +42,8 @@ def load_encoder(path: str | Path, *, kind: str | None = None):
         from encoders.timbre import TimbreEncoder as cls
     elif ckpt["kind"] == "melody":
         from encoders.melody import MelodyEncoder as cls
+    elif ckpt["kind"] == "gender":
+        from encoders.voice import GenderClassifier as cls
     else:
         raise SingrecError(f"unknown encoder kind {ckpt['kind']!r}", path)
     try:

@@ -428,6 +428,13 @@ class TimbreEncoder:
             self.frontend = {"package": "resemblyzer", "weights": "pretrained.pt", "sha256": sha}
 
     @property
+    def speaker_key(self) -> str:
+        """What the speaker vectors depend on (GE2E weights, level, partials): classifiers reading them check it."""
+        if not self.speaker:
+            return ""
+        return f"{self.frontend['sha256']}:{self.speaker.level_dbfs:g}dBFS:{self.speaker.max_partials}"
+
+    @property
     def input_kind(self) -> str:
         return "waveform" if self.speaker else "logmel"
 

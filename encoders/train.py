@@ -326,11 +326,49 @@ def _val_retrieval(model: TimbreNet, train_bank: SongBank, val_bank: SongBank,
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Gender
+# ----------------------------------------------------------------------------------------------------------
+
+def train_gender(cat: Catalogue, out_path: Path, *, timbre_checkpoint: Path | None = None, progress: bool = True,
+                 command: str | None = None) -> Path:
+    """Fit the gender classifier (:class:`encoders.voice.GenderClassifier`) on the speaker vectors of a catalogue
+    with a ``gender`` column (e.g. a synthetic one) and write it as a ``gender`` checkpoint. Its metrics: training
+    songs and singers, and leave-one-singer-out accuracy."""
+    from encoders.checkpoint import load_encoder
+    from encoders.embed import embed_songs
+    from encoders.voice import GenderClassifier, GenderConfig, gender_labels, leave_one_singer_out, speaker_part
+
+    songs = cat.songs
+    if "gender" not in songs:
+        raise SingrecError("the catalogue has no 'gender' column to learn from", cat.source)
+    labels = gender_labels(songs["gender"])
+    known = labels != None  # noqa: E711 (element-wise)
+    timbre = load_encoder(timbre_checkpoint or DEFAULT_CHECKPOINTS["timbre"], kind="timbre")
+    t0 = time.perf_counter()
+    vectors, failures = embed_songs(songs.loc[known, "path"].tolist(), {"timbre": timbre}, on_error="skip",
+                                    progress=progress)
+    ok = np.delete(np.flatnonzero(known), [f.index for f in failures])
+    speaker, y = speaker_part(vectors["timbre"]), labels[ok] == "f"
+    cfg = GenderConfig(speaker_key=timbre.speaker_key)
+    clf = GenderClassifier.fit(speaker, y, cfg)
+    singers = songs["singer"].to_numpy()[ok]
+    metrics = {"songs": len(ok), "singers": int(len(set(singers))), "female_share": float(y.mean()),
+               "train_song_accuracy": float(np.mean((clf.predict_proba(speaker) > 0.5) == y)),
+               "loso_singer_accuracy": leave_one_singer_out(speaker, y, singers, cfg)}
+    log.info("gender: %s", metrics)
+    save_checkpoint(out_path, kind="gender", model=clf.module(), config=clf.config(), features=DEFAULT_FEATURES,
+                    metrics=metrics, data=_data_summary(cat, list(songs["song_id"][ok]), [], [
+                        (f.path, f.reason) for f in failures], _manifest_sha(cat)),
+                    train={"command": command or _command(), "seconds": round(time.perf_counter() - t0, 1)})
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
 def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
-          encoder: Literal["both", "timbre", "melody"] = "both",
+          encoder: Literal["both", "timbre", "melody", "gender"] = "both",
           pitch: Policy | None = None, stretch: Policy | None = None,
           positives: Literal["song", "singer"] | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
@@ -369,13 +407,15 @@ def train(catalogue: str | Path | Catalogue, out_dir: str | Path, *,
     ------
     SingrecError : unreadable catalogue, too few readable songs, or a resume state that does not match.
     """
-    if encoder not in ("both", "timbre", "melody"):
-        raise SingrecError(f"encoder must be 'both', 'timbre' or 'melody', got {encoder!r}")
+    if encoder not in ("both", "timbre", "melody", "gender"):
+        raise SingrecError(f"encoder must be 'both', 'timbre', 'melody' or 'gender', got {encoder!r}")
     set_torch_threads(threads)
     out_dir = Path(out_dir)
     command = command or _command()
     paths: dict[str, Path] = {}
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
+    if encoder == "gender":
+        paths["gender"] = train_gender(cat, out_dir / "gender.pt", progress=progress, command=command)
     if encoder in ("both", "timbre"):
         overrides = {k: v for k, v in dict(pitch=pitch, stretch=stretch, positives=positives, epochs=epochs,
                                            batch_size=batch_size, lr=lr).items() if v is not None}

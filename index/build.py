@@ -38,6 +38,7 @@ from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
 from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
+from index.attributes import add_voice_attributes, check_fit_gender, load_gender_classifier
 from index.lock import holds_index_lock
 from index.map import compute_map, reuse_map
 from index.store import (FORMAT_VERSION, KEEP_SNAPSHOTS, KINDS, PARTIAL, SNAPSHOTS, check_encoders,
@@ -65,6 +66,7 @@ class BuildReport:
     failures: pd.DataFrame = field(repr=False)
     audio_seconds: float = 0.0   # audio embedded by this run
     seconds: float = 0.0         # wall time of this run
+    attributes: dict = field(default_factory=dict)  # what index.json records of the voice attributes
     snapshot: str = ""           # id of the snapshot this run published
     renamed: dict = field(default_factory=dict)  # {metadata column name: stored name} of colliding names
 
@@ -77,6 +79,10 @@ class BuildReport:
         text = (f"indexed {self.n_songs} songs by {self.n_singers} singers into {self.index_dir} "
                 f"(snapshot {self.snapshot}; {self.n_embedded} embedded, {self.n_reused} reused, "
                 f"{self.n_resumed} resumed, {len(self.failures)} failed) in {self.seconds:.1f} s{speed}")
+        g = self.attributes.get("gender", {})
+        if "fitted_on" in g:
+            text += (f"; gender predicted by a classifier fitted on the {g['labelled_singers']} singers labelled in "
+                     f"'{g['fitted_on']}' (leave-one-singer-out accuracy {g['loso_singer_accuracy']:.3f})")
         if self.renamed:
             pairs = ", ".join(f"{n!r} as {c!r}" for n, c in self.renamed.items())
             text += (f"\nmetadata column(s) named like a computed field are kept under another name: {pairs} "
@@ -144,7 +150,7 @@ def _load_previous(snapshot: Path, encoders: dict) -> tuple[dict, pd.DataFrame, 
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
                           checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
                           chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0,
-                          keep: int = KEEP_SNAPSHOTS) -> BuildReport:
+                          fit_gender: str | None = None, keep: int = KEEP_SNAPSHOTS) -> BuildReport:
     """Index a catalogue into ``out_dir`` (see module docstring).
 
     Parameters
@@ -155,6 +161,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs)
     append : reuse the vectors of songs already in ``out_dir`` and embed only the new ones
     chunk_size : songs per resumable chunk
+    fit_gender : a catalogue column with the gender of some singers: predicted gender comes from a classifier
+        fitted on them (index/attributes.py) instead of the checkpoint folder's ``gender.pt``; named as in the catalogue
     keep : published snapshots kept (the newest ones; at least the current one)
 
     Raises
@@ -167,6 +175,9 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     set_torch_threads()
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
     check_metadata(cat)
+    if fit_gender:  # the column as the catalogue names it (data/catalogue.py stored_name)
+        fit_gender = cat.metadata.get(fit_gender, fit_gender)
+        check_fit_gender(cat.songs, fit_gender)  # before any embedding
     if encoders is None:
         from encoders.checkpoint import load_default_encoders
         encoders = load_default_encoders(checkpoints)
@@ -266,6 +277,9 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     singer_meta = cat.singer_table().drop(columns="n_songs")
     singers = pd.DataFrame({"singer": singer_names, "n_songs": np.bincount(codes, minlength=len(singer_names))})
     singers = singers.merge(singer_meta, on="singer", how="left")
+    songs, singers, attributes = add_voice_attributes(
+        songs, singers, song_vecs["timbre"], classifier=load_gender_classifier(checkpoints, encoders["timbre"]),
+        fit_gender=fit_gender, previous=prev_songs, progress=progress)
 
     # ---- the same songs as the previous index (--append with nothing new): its vectors are these, so its map
     # layout and FAISS files are what this build would compute again
@@ -315,6 +329,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         "counts": {"songs": len(songs), "singers": len(singers), "failures": len(failures)},
         "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product"},
         "map": map_info,
+        "attributes": attributes,
         "metadata_columns": cat.metadata_columns,
         "metadata": cat.metadata,  # name given -> stored column (data/catalogue.py stored_name)
     })
@@ -334,6 +349,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     if legacy:
         log.info("removed the files of the format-2 layout: %s", ", ".join(legacy))
     report = BuildReport(out_dir, len(songs), len(singers), n_embedded, int(keep_prev.sum()), n_resumed,
-                         failures, audio_seconds, time.perf_counter() - t0, snapshot=sid, renamed=cat.renamed)
+                         failures, audio_seconds, time.perf_counter() - t0, attributes, snapshot=sid,
+                         renamed=cat.renamed)
     log.info(report.summary())
     return report

@@ -186,16 +186,27 @@ class Recommender:
         """Stored names of the singer metadata columns (a name colliding with a computed one is ``meta:<name>``)."""
         return [c for c in self.singers.columns if c not in ("singer", "n_songs")]
 
+    @property
+    def filter_columns(self) -> dict:
+        """{name a filter takes: singer-table column}: the catalogue's columns by the names it gave them, then
+        the computed singer columns (voice attributes) by their own names where no catalogue column has it."""
+        out = dict(self.metadata_names)
+        user = set(out.values())
+        for col in self.metadata_columns:
+            if col not in user:
+                out.setdefault(col, col)
+        return out
+
     def metadata_column(self, name: str) -> str:
-        """The singer-table column of metadata column ``name``: the name the catalogue gave it (``rank`` ->
-        ``meta:rank`` when the catalogue had a ``rank`` column), or a stored name itself."""
+        """The singer-table column a filter on ``name`` reads: see :attr:`filter_columns` (``rank`` ->
+        ``meta:rank`` when the catalogue had a ``rank`` column); a stored column name is taken as it is."""
         name = str(name)
-        if name in self.metadata_names:
-            return self.metadata_names[name]
+        columns = self.filter_columns
+        if name in columns:
+            return columns[name]
         if name in self.metadata_columns:
             return name
-        raise SingrecError(f"cannot filter on {name!r}: singer metadata columns are "
-                           f"{list(self.metadata_names) or self.metadata_columns}")
+        raise SingrecError(f"cannot filter on {name!r}: singer metadata columns are {list(columns)}")
 
     def encoders(self) -> dict:
         """The index's encoders, loaded on first use (only audio queries need them) and checked by sha256."""

@@ -62,6 +62,8 @@ def test_reserved_columns_cover_every_computed_column(tiny_index):
                 | set(rec.similar_singers(rec.singers["singer"].iloc[0], k=2).columns)) - user
     assert computed <= set(RESERVED_COLUMNS), computed - set(RESERVED_COLUMNS)
     assert set(RESULT_COLUMNS) <= set(RESERVED_COLUMNS)
+    from index.attributes import ATTRIBUTE_COLUMNS
+    assert set(ATTRIBUTE_COLUMNS) <= set(RESERVED_COLUMNS)
     assert not any(c.startswith(META_PREFIX) for c in RESERVED_COLUMNS)
 
 
