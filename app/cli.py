@@ -116,16 +116,19 @@ def index_cmd(
     chunk_size: int = typer.Option(32, help="Songs per resumable chunk."),
     fit_gender: Optional[str] = typer.Option(None, "--fit-gender", help="Catalogue column with the gender of some "
                                              "singers: fit the gender classifier on them and predict the rest."),
+    keep: int = typer.Option(2, "--keep", help="Published snapshots kept in INDEX_DIR/snapshots (newest first)."),
 ):
-    """Embed every song with both encoders and write the index directory (FAISS indexes, tables, map, predicted
-    gender and measured range)."""
+    """Embed every song with both encoders and publish a new snapshot of the index directory (FAISS indexes,
+    tables, map, predicted gender and measured range); readers switch to it at once, the previous snapshot stays
+    readable."""
     from index.build import build_catalogue_index
 
     report = _run(build_catalogue_index, catalogue, out, checkpoints=checkpoints, index_key=index_key,
-                  append=append, chunk_size=chunk_size, fit_gender=fit_gender)
+                  append=append, chunk_size=chunk_size, fit_gender=fit_gender, keep=keep)
     typer.echo(report.summary())
     if len(report.failures):
-        typer.echo(f"{len(report.failures)} file(s) could not be indexed (see {out / 'failures.csv'}):")
+        typer.echo(f"{len(report.failures)} file(s) could not be indexed "
+                   f"(see {report.snapshot_dir / 'failures.csv'}):")
         for row in report.failures.head(10).itertuples():
             typer.echo(f"  {row.path}: {row.reason}")
 
@@ -150,7 +153,8 @@ def similar(
     timbre_weight: Optional[float] = typer.Option(
         None, help="Weight of the voice (timbre) vs melody similarity, 0..1 (default: the ranking's, "
                    "recsys.rank.TIMBRE_WEIGHT)."),
-    where: list[str] = typer.Option([], "--where", help="Metadata filter COLUMN=VALUE[,VALUE...]; repeatable."),
+    where: list[str] = typer.Option([], "--where", help="Metadata filter COLUMN=VALUE[,VALUE...], COLUMN as named "
+                                                        "in the catalogue; repeatable."),
     diversity: float = typer.Option(0.0, help="0 = pure relevance, up to 1 = more varied results (MMR)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON records instead of a table."),
 ):

@@ -59,7 +59,7 @@ def resolve_index_dir(argv: Sequence[str] | None = None, environ: Mapping[str, s
         return Path(argv[1]).expanduser()
     if environ.get(ENV_VAR):
         return Path(environ[ENV_VAR]).expanduser()
-    if DEFAULT_INDEX.joinpath("index.json").is_file():
+    if DEFAULT_INDEX.joinpath("CURRENT").is_file():
         return DEFAULT_INDEX
     return None
 

@@ -29,7 +29,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _check_index(index_dir: str | Path) -> Path:
-    """The resolved index folder, checked by :func:`index.store.read_info` (exists, index.json, format)."""
+    """The resolved index folder, checked by :func:`index.store.read_info` (exists, a published snapshot, its
+    format version)."""
     from index.store import read_info
 
     index_dir = Path(index_dir).expanduser().resolve()

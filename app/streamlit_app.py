@@ -4,6 +4,10 @@ Run it with ``singrec app INDEX_DIR`` or ``streamlit run app/streamlit_app.py --
 ``SINGREC_INDEX``). The page computes nothing itself: the map, clusters, embeddings and rankings all come
 from :class:`recsys.rank.Recommender`; this file only lays them out.
 
+The page follows the index: every rerun reads the published snapshot id (``INDEX_DIR/CURRENT``, a few bytes)
+and the cached Recommender and results are keyed on it, so a rebuild is picked up at the next interaction
+without a restart (a notice says so).
+
 Layout: a sidebar with the query (a singer, or an uploaded clip), the ranking options and the map options;
 the map beside the ranked results; below them the best-matching song pair to listen to, the points
 selected on the map, and the clusters.
@@ -12,12 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
 
 from app import explorer
 from data.errors import SingrecError
+from index.store import current_snapshot_id
 from recsys.rank import RESULT_COLUMNS, TIMBRE_WEIGHT, Embedded, Recommender
 
 MODE_SINGER = "Singer"
@@ -28,13 +34,20 @@ MAP_KINDS = {"Songs": "song", "Singers": "singer"}
 # --------------------------------------------------------------------------------------------- cached data
 
 
-@st.cache_resource(show_spinner="Loading the index ...")
-def load_recommender(index_dir: str) -> Recommender:
-    return Recommender.load(index_dir)
+class IndexRef(NamedTuple):
+    """The index directory and its published snapshot id: the key of every cached value below."""
+
+    path: str
+    snapshot: str
+
+
+@st.cache_resource(show_spinner="Loading the index ...", max_entries=2)
+def load_recommender(index_dir: IndexRef) -> Recommender:
+    return Recommender.load(index_dir.path)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def similar_to_singer(index_dir: str, singer: str, k: int, timbre_weight: float, filters: tuple,
+def similar_to_singer(index_dir: IndexRef, singer: str, k: int, timbre_weight: float, filters: tuple,
                       diversity: float) -> pd.DataFrame:
     rec = load_recommender(index_dir)
     return rec.similar_singers(singer, k=k, timbre_weight=timbre_weight,
@@ -42,13 +55,13 @@ def similar_to_singer(index_dir: str, singer: str, k: int, timbre_weight: float,
 
 
 @st.cache_data(show_spinner="Listening to the clip ...", max_entries=32)
-def embed_upload(index_dir: str, digest: str, name: str, _data: bytes) -> explorer.Clip:
+def embed_upload(index_dir: IndexRef, digest: str, name: str, _data: bytes) -> explorer.Clip:
     """Decode, embed and place an uploaded clip; cached on the bytes' sha256 (``digest``)."""
     return explorer.prepare_clip(load_recommender(index_dir), name, _data)
 
 
 @st.cache_data(show_spinner="Ranking singers ...", max_entries=128)
-def similar_to_clip(index_dir: str, digest: str, k: int, timbre_weight: float, filters: tuple,
+def similar_to_clip(index_dir: IndexRef, digest: str, k: int, timbre_weight: float, filters: tuple,
                     diversity: float, _clip: explorer.Clip) -> pd.DataFrame:
     rec = load_recommender(index_dir)
     return rec.similar_singers(Embedded(_clip.vectors, label=_clip.name), k=k, timbre_weight=timbre_weight,
@@ -56,14 +69,16 @@ def similar_to_clip(index_dir: str, digest: str, k: int, timbre_weight: float, f
 
 
 @st.cache_data(show_spinner=False)
-def cluster_table(index_dir: str) -> pd.DataFrame:
+def cluster_table(index_dir: IndexRef) -> pd.DataFrame:
     return load_recommender(index_dir).clusters()
 
 
 @st.cache_data(show_spinner=False)
-def filter_options(index_dir: str) -> dict[str, list]:
+def filter_options(index_dir: IndexRef) -> dict[str, list]:
+    """{metadata column as named in the catalogue: its values} for the filters (see Recommender.metadata_column)."""
     rec = load_recommender(index_dir)
-    return explorer.filter_options(rec.singers, rec.metadata_columns)
+    by_column = explorer.filter_options(rec.singers, rec.metadata_columns)
+    return {name: by_column[col] for name, col in rec.filter_columns.items() if col in by_column}
 
 
 # --------------------------------------------------------------------------------------------- choices
@@ -126,7 +141,7 @@ def query_ui(rec: Recommender) -> Query:
     return Query(mode, singer=singer)
 
 
-def options_ui(rec: Recommender, index_dir: str) -> Options:
+def options_ui(rec: Recommender, index_dir: IndexRef) -> Options:
     """Sidebar: ranking options and metadata filters."""
     sb = st.sidebar
     w = sb.slider("Timbre vs melody", 0.0, 1.0, TIMBRE_WEIGHT, 0.05, key="timbre_weight",
@@ -150,16 +165,18 @@ def map_options_ui(rec: Recommender) -> MapOptions:
     sb.subheader("Map")
     kind_label = sb.segmented_control("Points", list(MAP_KINDS), default="Songs", required=True,
                                       key="map_kind") or "Songs"
-    colours = ["cluster", "singer"] + [c for c in rec.metadata_columns if c in rec.map.columns
-                                       and c not in ("cluster", "singer")]
-    colour_by = sb.selectbox("Colour by", colours, index=0, key="colour_by")
+    computed = ["cluster", "singer"]
+    label = {col: name if name not in computed else f"{name} (catalogue)"  # user columns by their names
+             for name, col in rec.filter_columns.items() if col in rec.map.columns}
+    colour_by = sb.selectbox("Colour by", computed + list(label), index=0, key="colour_by",
+                             format_func=lambda c: label.get(c, c))
     return MapOptions(kind=MAP_KINDS[kind_label], colour_by=colour_by)
 
 
 # --------------------------------------------------------------------------------------------- query
 
 
-def run_query(index_dir: str, query: Query, opts: Options) -> Outcome:
+def run_query(index_dir: IndexRef, query: Query, opts: Options) -> Outcome:
     """Run the chosen query through the (cached) Recommender; a SingrecError becomes ``Outcome.error``."""
     try:
         if query.mode == MODE_CLIP:
@@ -277,7 +294,7 @@ def selection_ui(selected: pd.DataFrame, kind: str) -> None:
     st.dataframe(shown, hide_index=True, height=min(36 + 35 * len(shown), 300), key="selected")
 
 
-def clusters_ui(rec: Recommender, index_dir: str, query: Query) -> None:
+def clusters_ui(rec: Recommender, index_dir: IndexRef, query: Query) -> None:
     """Cluster sizes, and the singers of a chosen cluster (default: the query singer's cluster)."""
     clusters = cluster_table(index_dir)
     if clusters.empty:
@@ -304,12 +321,13 @@ def clusters_ui(rec: Recommender, index_dir: str, query: Query) -> None:
                         config={"displayModeBar": False})
 
 
-def header_ui(rec: Recommender, index_dir: str) -> None:
+def header_ui(rec: Recommender, index_dir: IndexRef) -> None:
     st.markdown(  # less empty space above the title
         "<style>[data-testid='stMainBlockContainer'], .block-container {padding-top: 2.2rem;}</style>",
         unsafe_allow_html=True)
     st.markdown("## singrec · singers who sound alike")
-    st.caption(f"{len(rec.singers)} singers · {len(rec.songs)} songs · index `{index_dir}` · "
+    st.caption(f"{len(rec.singers)} singers · {len(rec.songs)} songs · index `{index_dir.path}` "
+               f"(snapshot {rec.snapshot}) · "
                "timbre + melody encoders, FAISS, UMAP map")
 
 
@@ -322,12 +340,16 @@ def main() -> None:
     if index_dir is None:
         st.error(f"No index to show. Start the page with `singrec app INDEX_DIR`, or set {explorer.ENV_VAR}.")
         st.stop()
-    key = str(index_dir)
+    key = IndexRef(str(index_dir), current_snapshot_id(index_dir) or "")  # re-read on every rerun (cheap)
     try:
         rec = load_recommender(key)
     except SingrecError as exc:
         st.error(f"Cannot open the index: {exc}")
         st.stop()
+    seen = st.session_state.get("snapshot")
+    if seen is not None and seen != rec.snapshot:
+        st.toast(f"The index was rebuilt: now showing snapshot {rec.snapshot}.", icon=":material/sync:")
+    st.session_state["snapshot"] = rec.snapshot
 
     header_ui(rec, key)
     query = query_ui(rec)

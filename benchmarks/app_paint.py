@@ -110,8 +110,11 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    singers = pd.read_parquet(args.index / "singers.parquet")
-    n_songs = len(pd.read_parquet(args.index / "songs.parquet", columns=["song_id"]))
+    from index.store import current_snapshot
+
+    snap = current_snapshot(args.index)  # the published snapshot (index/store.py)
+    singers = pd.read_parquet(snap / "singers.parquet")
+    n_songs = len(pd.read_parquet(snap / "songs.parquet", columns=["song_id"]))
     title = f"Singers who sound like {singers['singer'].iloc[0]}"
     load_before = os.getloadavg()[0]
     port = serve.free_port()

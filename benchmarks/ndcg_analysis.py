@@ -31,6 +31,7 @@ from sklearn.linear_model import RidgeCV
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from encoders.base import distance_ranking_ndcg  # noqa: E402
+from index.store import current_snapshot  # noqa: E402
 from recsys.evaluate import ground_truth_neighbours, load_ground_truth  # noqa: E402
 from _report import write_section  # noqa: E402
 
@@ -39,12 +40,13 @@ K = 10
 
 def singer_table(index_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
     """(ground truth rows in index singer order, singer timbre vectors (S, d)) of an index directory."""
-    info = json.loads((index_dir / "index.json").read_text())
+    snap = current_snapshot(index_dir)  # the published snapshot (index/store.py)
+    info = json.loads((snap / "index.json").read_text())
     gt = load_ground_truth(info)
     if gt is None:
         raise SystemExit(f"{index_dir}: its catalogue has no ground_truth/singers.csv")
-    singers = pd.read_parquet(index_dir / "singers.parquet")["singer"]
-    vecs = np.load(index_dir / "embeddings" / "singers_timbre.npy")
+    singers = pd.read_parquet(snap / "singers.parquet")["singer"]
+    vecs = np.load(snap / "embeddings" / "singers_timbre.npy")
     gt = gt.set_index("singer").loc[singers].reset_index()
     return gt, vecs
 

@@ -120,7 +120,7 @@ def main() -> None:
     args = ap.parse_args()
     set_torch_threads()
     rows = []
-    if (args.index / "index.json").is_file():
+    if (args.index / "CURRENT").is_file():
         rec = Recommender.load(args.index)
         p50, p99 = latency(rec, rec.singers["singer"].tolist())
         rows.append(("default catalogue", f"{len(rec.songs)} songs / {len(rec.singers)} singers",

@@ -27,12 +27,14 @@ from data.audio import load_audio
 from data.synth import _n_melodies, _rng, make_melodies
 from encoders.voice import f0_track
 from index.build import build_catalogue_index
+from index.store import current_snapshot
 
 
 def accuracy(index_dir: Path, truth: pd.Series, *, only: set | None = None) -> dict:
     """Song- and singer-level accuracy of ``gender_pred`` against {singer: 'f'/'m'} (optionally some singers)."""
-    songs = pd.read_parquet(index_dir / "songs.parquet")
-    singers = pd.read_parquet(index_dir / "singers.parquet")
+    snap = current_snapshot(index_dir)  # the published snapshot (index/store.py)
+    songs = pd.read_parquet(snap / "songs.parquet")
+    singers = pd.read_parquet(snap / "singers.parquet")
     if only is not None:
         songs, singers = songs[songs["singer"].isin(only)], singers[singers["singer"].isin(only)]
     return {"songs": float(np.mean(songs["gender_pred"] == songs["singer"].map(truth))),
@@ -111,7 +113,7 @@ def synthetic(catalogue: Path, work: Path) -> dict:
     build_catalogue_index(catalogue / "manifest.csv", out)
     truth = pd.read_csv(catalogue / "ground_truth" / "singers.csv").set_index("singer")["gender"]
     acc = accuracy(out, truth)
-    songs = pd.read_parquet(out / "songs.parquet")
+    songs = pd.read_parquet(current_snapshot(out) / "songs.parquet")
     known = known_ranges(catalogue).set_index("path")
     k = known.loc[[str(Path(p).resolve()) for p in songs["path"]]]
     within = (np.abs(songs["range_low_midi"].to_numpy() - k["known_low"].to_numpy()) <= 1.0) & \

@@ -6,6 +6,12 @@ Two inputs (see shared/DESIGN.md):
 - a CSV or Parquet manifest with columns ``path`` (absolute, or relative to the manifest's folder) and
   ``singer``; every other column is metadata (gender, genre, ...) carried into the index.
 
+Metadata may have any name. The index and the ranking compute columns of their own (``RESERVED_COLUMNS``:
+every column of songs.parquet, singers.parquet, map.parquet and of a result row); a metadata column with
+one of those names, or with a name that starts with ``meta:``, is kept as ``meta:<name>`` (:func:`stored_name`),
+so a computed field is never overwritten and no two columns ever share a name. ``Catalogue.metadata`` maps
+each name the user gave to the column that holds it.
+
 Song ids are stable: the song's path relative to the catalogue root, in POSIX form, without extension
 (``"ava-moreno/song-03"``). Validation collects *every* problem before raising one
 :class:`~data.errors.SingrecError` that lists them all.
@@ -15,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -27,8 +33,28 @@ log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 REQUIRED_COLUMNS = ("path", "singer")
-RESERVED_COLUMNS = ("song_id", "rel_path")  # computed here; a manifest may not set them
+# Columns computed by singrec, in any table a user column could end up in: songs.parquet (song_id, path,
+# rel_path, singer, duration and the voice attributes of index/attributes.py), singers.parquet (singer, n_songs,
+# voice attributes), map.parquet (kind, id, singer, x, y, cluster) and a result row of recsys.rank (rank, singer,
+# score, timbre_score, melody_score, query_song, match_song). tests/test_metadata.py checks that every computed
+# column of those tables is listed here.
+RESERVED_COLUMNS = ("song_id", "path", "rel_path", "singer", "duration", "n_songs", "kind", "id", "x", "y",
+                    "cluster", "rank", "score", "timbre_score", "melody_score", "query_song", "match_song",
+                    "gender_p", "gender_pred", "gender_source", "range_low_midi", "range_centre_midi",
+                    "range_high_midi", "range_low", "range_high", "voice_type_pred")
+META_PREFIX = "meta:"
 MAX_LISTED_PROBLEMS = 50
+
+
+def stored_name(name) -> str:
+    """The column that holds the user's metadata column ``name``: ``name`` itself, or ``meta:<name>`` when
+    ``name`` is a computed column (``RESERVED_COLUMNS``) or itself starts with ``meta:``.
+
+    The map is one-to-one (a prefixed name starts with ``meta:``, a kept one does not, and no reserved name
+    does), so distinct user columns stay distinct and never take a computed column's place.
+    """
+    name = str(name)
+    return META_PREFIX + name if name in RESERVED_COLUMNS or name.startswith(META_PREFIX) else name
 
 
 def song_id_for(rel_path: str) -> str:
@@ -44,14 +70,17 @@ class Catalogue:
     Attributes
     ----------
     songs : DataFrame, one row per song, sorted by ``song_id``; columns ``song_id``, ``path`` (absolute),
-        ``rel_path``, ``singer`` and then the metadata columns in manifest order.
+        ``rel_path``, ``singer`` and then the metadata columns in manifest order, under their stored names
+        (:func:`stored_name`).
     root : the folder song paths are relative to.
     source : the folder or manifest file the catalogue was read from.
+    metadata : {name the user gave: stored column name}, in manifest order.
     """
 
     songs: pd.DataFrame
     root: Path
     source: Path
+    metadata: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -112,12 +141,14 @@ class Catalogue:
         missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
         if missing:
             raise SingrecError(f"manifest lacks required column(s) {missing}; it has {list(df.columns)}", manifest)
-        reserved = [c for c in RESERVED_COLUMNS if c in df.columns]
-        if reserved:
-            raise SingrecError(f"manifest may not define column(s) {reserved}: they are computed", manifest)
+        names = [str(c) for c in df.columns]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:  # only possible in a Parquet file written with non-string names (1 and "1")
+            raise SingrecError(f"manifest has several columns named {dup}", manifest)
+        metadata = {n: stored_name(n) for n in names if n not in REQUIRED_COLUMNS}
+        df = df.set_axis(names, axis=1).rename(columns=metadata)
         root = manifest.parent
         problems = []
-        df = df.copy()
         abs_paths, rel_paths = [], []
         for i, raw in enumerate(df["path"].tolist()):
             if not isinstance(raw, str) or not raw.strip():
@@ -134,12 +165,13 @@ class Catalogue:
                 rel_paths.append(full.as_posix().lstrip("/"))
         df["path"] = abs_paths
         df["rel_path"] = rel_paths
-        return cls._validated(df, root=root, source=manifest, problems=problems, check_files=check_files)
+        return cls._validated(df, root=root, source=manifest, problems=problems, check_files=check_files,
+                              metadata=metadata)
 
     # ------------------------------------------------------------------ validation
     @classmethod
     def _validated(cls, df: pd.DataFrame, *, root: Path, source: Path, problems: list[str],
-                   check_files: bool) -> "Catalogue":
+                   check_files: bool, metadata: dict | None = None) -> "Catalogue":
         problems = list(problems)
         singer = df["singer"]
         for i in df.index[singer.isna() | (singer.astype(str).str.strip() == "")]:
@@ -160,9 +192,9 @@ class Catalogue:
             more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
             raise SingrecError(f"invalid catalogue, {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more,
                                source)
-        meta = [c for c in df.columns if c not in ("song_id", "path", "rel_path", "singer")]
-        df = df[["song_id", "path", "rel_path", "singer", *meta]].sort_values("song_id", kind="stable")
-        return cls(songs=df.reset_index(drop=True), root=root, source=source)
+        metadata = dict(metadata or {})
+        df = df[["song_id", "path", "rel_path", "singer", *metadata.values()]].sort_values("song_id", kind="stable")
+        return cls(songs=df.reset_index(drop=True), root=root, source=source, metadata=metadata)
 
     # ------------------------------------------------------------------ accessors
     def __len__(self) -> int:
@@ -174,7 +206,13 @@ class Catalogue:
 
     @property
     def metadata_columns(self) -> list[str]:
-        return [c for c in self.songs.columns if c not in ("song_id", "path", "rel_path", "singer")]
+        """The stored names of the metadata columns (see :func:`stored_name`), in manifest order."""
+        return list(self.metadata.values())
+
+    @property
+    def renamed(self) -> dict:
+        """{name the user gave: stored name} of the metadata columns kept under a derived name."""
+        return {n: c for n, c in self.metadata.items() if n != c}
 
     def singer_table(self) -> pd.DataFrame:
         """One row per singer: song count plus every metadata column that is constant within a singer."""

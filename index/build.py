@@ -1,20 +1,25 @@
 """Offline catalogue indexing: audio files -> song/singer vectors -> FAISS indexes + map (DESIGN.md).
 
-The build is resumable and incremental:
+The build is resumable, incremental and never disturbs readers:
 
+- the catalogue's metadata is checked before anything is embedded: a catalogue whose metadata cannot be
+  stored fails at once. Metadata columns named like a computed column are kept as ``meta:<name>``
+  (data/catalogue.py) and the build summary lists them.
 - songs are embedded in fixed chunks; each finished chunk is written atomically to ``INDEX_DIR/build/``
   next to a plan (the song list and the encoders' sha256). Running the same command after a kill skips
   the finished chunks and ends with the same index as an uninterrupted run.
-- ``append=True`` keeps the raw vectors of songs already indexed (``embeddings/``) and embeds only songs
-  that are new (or failed before); songs gone from the catalogue are dropped. Rows are ordered by song id,
-  so an appended index equals a full rebuild.
+- ``append=True`` keeps the raw vectors of songs already in the published snapshot (its ``embeddings/``) and
+  embeds only songs that are new (or failed before); songs gone from the catalogue are dropped. Rows are
+  ordered by song id, so an appended index equals a full rebuild.
 - a song that fails to load is written to ``failures.csv`` with its reason and the rest is indexed.
-- ``index.json`` is removed first and written last when the final files are replaced, so a reader never
-  mistakes a half-written directory for an index.
+- the result is a new snapshot folder, published by one atomic rename of ``CURRENT`` (index/store.py); files
+  equal to the previous snapshot's are hard links to them. A build killed at any point leaves the published
+  snapshot as it was; the next run removes the unpublished folder and resumes from the chunks.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -36,7 +41,10 @@ from index.faiss_index import build_index, choose_index_key, default_nprobe, sav
 from index.attributes import add_voice_attributes, check_fit_gender, load_gender_classifier
 from index.lock import holds_index_lock
 from index.map import compute_map, reuse_map
-from index.store import (FORMAT_VERSION, KINDS, check_encoders, encoder_info, read_info, write_csv, write_json,
+from index.store import (FORMAT_VERSION, KEEP_SNAPSHOTS, KINDS, PARTIAL, SNAPSHOTS, check_encoders,
+                         current_snapshot, current_snapshot_id, encoder_info, fsync_dir, link_or_copy,
+                         next_snapshot_id, prune_snapshots, publish_snapshot, read_snapshot_info,
+                         remove_legacy_layout, remove_unpublished, share_unchanged, write_csv, write_json,
                          write_npy, write_npz, write_parquet)
 
 log = logging.getLogger(__name__)
@@ -59,17 +67,50 @@ class BuildReport:
     audio_seconds: float = 0.0   # audio embedded by this run
     seconds: float = 0.0         # wall time of this run
     attributes: dict = field(default_factory=dict)  # what index.json records of the voice attributes
+    snapshot: str = ""           # id of the snapshot this run published
+    renamed: dict = field(default_factory=dict)  # {metadata column name: stored name} of colliding names
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.index_dir / SNAPSHOTS / self.snapshot
 
     def summary(self) -> str:
         speed = f", {self.audio_seconds / self.seconds:.0f}x real time" if self.n_embedded and self.seconds else ""
         text = (f"indexed {self.n_songs} songs by {self.n_singers} singers into {self.index_dir} "
-                f"({self.n_embedded} embedded, {self.n_reused} reused, {self.n_resumed} resumed, "
-                f"{len(self.failures)} failed) in {self.seconds:.1f} s{speed}")
+                f"(snapshot {self.snapshot}; {self.n_embedded} embedded, {self.n_reused} reused, "
+                f"{self.n_resumed} resumed, {len(self.failures)} failed) in {self.seconds:.1f} s{speed}")
         g = self.attributes.get("gender", {})
         if "fitted_on" in g:
             text += (f"; gender predicted by a classifier fitted on the {g['labelled_singers']} singers labelled in "
                      f"'{g['fitted_on']}' (leave-one-singer-out accuracy {g['loso_singer_accuracy']:.3f})")
+        if self.renamed:
+            pairs = ", ".join(f"{n!r} as {c!r}" for n, c in self.renamed.items())
+            text += (f"\nmetadata column(s) named like a computed field are kept under another name: {pairs} "
+                     f"(filters and map colours still take the names given)")
         return text
+
+
+def fault_point(name: str) -> None:
+    """Called at the named points of a build ("chunk", "tables", "renamed", "published"); does nothing.
+
+    The fault-injection tests replace it to kill the build process at that point (tests/test_snapshots.py).
+    """
+
+
+def check_metadata(cat: Catalogue) -> None:
+    """Fail before any embedding if the catalogue's metadata cannot be stored in the index tables.
+
+    Writes the song and singer tables the build would write (without vectors) to memory as Parquet.
+    """
+    try:
+        songs = cat.songs.copy()
+        songs.insert(songs.columns.get_loc("singer") + 1, "duration", np.float32(0.0))
+        tables = {"songs.parquet": songs, "singers.parquet": cat.singer_table()}
+        for name, table in tables.items():
+            table.to_parquet(io.BytesIO(), index=False)
+    except Exception as exc:  # pyarrow and pandas raise many types for values they cannot store
+        raise SingrecError(f"the catalogue's metadata cannot be stored in the index ({type(exc).__name__}: "
+                           f"{exc}); nothing was embedded", cat.source) from None
 
 
 def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, list[tuple[int, str]]]:
@@ -97,11 +138,11 @@ def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
     return h.hexdigest()
 
 
-def _load_previous(index_dir: Path, encoders: dict) -> tuple[dict, pd.DataFrame, dict]:
-    info = read_info(index_dir)
-    check_encoders(info, {k: encoders[k] for k in KINDS}, index_dir)
-    songs = pd.read_parquet(index_dir / "songs.parquet")
-    vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy") for k in KINDS}
+def _load_previous(snapshot: Path, encoders: dict) -> tuple[dict, pd.DataFrame, dict]:
+    info = read_snapshot_info(snapshot)
+    check_encoders(info, {k: encoders[k] for k in KINDS}, snapshot.parent.parent)
+    songs = pd.read_parquet(snapshot / "songs.parquet")
+    vectors = {k: np.load(snapshot / "embeddings" / f"songs_{k}.npy") for k in KINDS}
     return info, songs, vectors
 
 
@@ -109,29 +150,33 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[dict, pd.DataFrame,
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
                           checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
                           chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0,
-                          fit_gender: str | None = None) -> BuildReport:
+                          fit_gender: str | None = None, keep: int = KEEP_SNAPSHOTS) -> BuildReport:
     """Index a catalogue into ``out_dir`` (see module docstring).
 
     Parameters
     ----------
     catalogue : folder, manifest, or a :class:`Catalogue`
-    out_dir : the index directory (created)
+    out_dir : the index directory (created); the build adds a snapshot and publishes it (index/store.py)
     encoders : {"timbre": enc, "melody": enc}; default: loaded from ``checkpoints`` (default: shipped weights)
     index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs)
     append : reuse the vectors of songs already in ``out_dir`` and embed only the new ones
     chunk_size : songs per resumable chunk
     fit_gender : a catalogue column with the gender of some singers: predicted gender comes from a classifier
-        fitted on them (index/attributes.py) instead of the checkpoint folder's ``gender.pt``
+        fitted on them (index/attributes.py) instead of the checkpoint folder's ``gender.pt``; named as in the catalogue
+    keep : published snapshots kept (the newest ones; at least the current one)
 
     Raises
     ------
-    SingrecError : bad catalogue or checkpoints, mismatched encoders on append, no song could be indexed, or
-        another build holds ``out_dir``'s lock (index/lock.py; the message names it).
+    SingrecError : bad catalogue, metadata or checkpoints, mismatched encoders or an index of another format on
+        append, no song could be indexed, or another build holds ``out_dir``'s lock (index/lock.py; the
+        message names it). All but the last two are raised before anything is embedded.
     """
     t0 = time.perf_counter()
     set_torch_threads()
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
-    if fit_gender:
+    check_metadata(cat)
+    if fit_gender:  # the column as the catalogue names it (data/catalogue.py stored_name)
+        fit_gender = cat.metadata.get(fit_gender, fit_gender)
         check_fit_gender(cat.songs, fit_gender)  # before any embedding
     if encoders is None:
         from encoders.checkpoint import load_default_encoders
@@ -141,12 +186,18 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         raise SingrecError(f"encoders for {missing} are required to build an index")
     out_dir = Path(out_dir)
     build_dir = out_dir / "build"
+    gone = remove_unpublished(out_dir)  # a killed build's snapshot folders (never published, never read)
+    if gone:
+        log.info("removed unpublished snapshot folder(s) %s", ", ".join(gone))
 
-    # ---- what is already done: a previous index (append) and an interrupted run's chunks
+    # ---- what is already done: the published snapshot (append) and an interrupted run's chunks
+    prev_id = current_snapshot_id(out_dir)
+    prev_snap = None if prev_id is None else out_dir / SNAPSHOTS / prev_id
     prev_info, prev_songs, prev_vectors = {}, pd.DataFrame(columns=["song_id"]), {k: None for k in KINDS}
     if append:
-        if (out_dir / "index.json").is_file():
-            prev_info, prev_songs, prev_vectors = _load_previous(out_dir, encoders)
+        if prev_snap is not None or (out_dir / "index.json").is_file():
+            prev_snap = current_snapshot(out_dir)  # a clear error for an index of another format version
+            prev_info, prev_songs, prev_vectors = _load_previous(prev_snap, encoders)
         else:
             log.info("no finished index in %s; --append builds it from scratch", out_dir)
     known = set(prev_songs["song_id"])
@@ -180,6 +231,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
                       **{f"vec_{k}": v for k, v in vectors.items()})
             n_embedded += len(rows) - len(failures)
             audio_seconds += float(durations.sum())
+            fault_point("chunk")
         bar.update(len(rows))
     bar.close()
 
@@ -196,17 +248,21 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
             ids += z["song_ids"].tolist()
             durs += z["durations"].tolist()
             for k in KINDS:
-                vecs[k].append(z[f"vec_{k}"])
+                vecs[k].append(l2_normalise(z[f"vec_{k}"]) if len(z[f"vec_{k}"]) else z[f"vec_{k}"])
             fails += list(zip(z["failed_ids"].tolist(), z["failed_reasons"].tolist()))
     by_id = cat.songs.set_index("song_id")
     failures = pd.DataFrame([{"song_id": s, "singer": by_id.at[s, "singer"], "path": by_id.at[s, "path"],
                               "reason": r} for s, r in fails], columns=FAILURE_COLUMNS)
     if not ids:
-        write_csv(out_dir / "failures.csv", failures)
-        raise SingrecError(f"no song could be indexed ({len(failures)} failed; see failures.csv)", out_dir)
+        write_csv(build_dir / "failures.csv", failures)
+        raise SingrecError(f"no song could be indexed ({len(failures)} failed; see {build_dir / 'failures.csv'})",
+                           out_dir)
 
     order = np.argsort(np.array(ids, dtype=object), kind="stable")  # row order = song id order
-    song_vecs = {k: l2_normalise(np.concatenate([v for v in vecs[k] if len(v)]))[order] for k in KINDS}
+    # reused rows are stored unit vectors, taken bit for bit (normalising them again could change the last bit,
+    # and an unchanged index would no longer share its files with the previous snapshot)
+    song_vecs = {k: np.concatenate([v for v in vecs[k] if len(v)]).astype(np.float32, copy=False)[order]
+                 for k in KINDS}
     songs = by_id.loc[np.array(ids, dtype=object)[order]].reset_index()
     songs.insert(songs.columns.get_loc("singer") + 1, "duration", np.asarray(durs, np.float32)[order])
 
@@ -230,7 +286,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     song_key = choose_index_key(len(songs)) if index_key == "auto" else index_key
     unchanged = bool(prev_info) and prev_info["map"].get("seed") == seed and \
         prev_songs["song_id"].tolist() == songs["song_id"].tolist()
-    map_df = reuse_map(pd.read_parquet(out_dir / "map.parquet"), songs, singers) if unchanged else None
+    map_df = reuse_map(pd.read_parquet(prev_snap / "map.parquet"), songs, singers) if unchanged else None
     if map_df is None:
         map_df, map_info = compute_map(songs, song_vecs["timbre"], singers, singer_vecs["timbre"], seed=seed)
     else:
@@ -238,25 +294,32 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         log.info("no song changed: the map layout is reused")
     reuse_faiss = unchanged and prev_info["faiss"]["songs"] == song_key
 
-    # ---- write: index.json goes first (removed) and last (written)
-    (out_dir / "index.json").unlink(missing_ok=True)
+    # ---- write a new snapshot folder, then publish it (index/store.py)
+    sid = next_snapshot_id(out_dir)
+    stage = out_dir / SNAPSHOTS / f"{sid}{PARTIAL}"
     for k in KINDS:
-        write_npy(out_dir / "embeddings" / f"songs_{k}.npy", song_vecs[k])
-        write_npy(out_dir / "embeddings" / f"singers_{k}.npy", singer_vecs[k])
-        if reuse_faiss:
+        write_npy(stage / "embeddings" / f"songs_{k}.npy", song_vecs[k])
+        write_npy(stage / "embeddings" / f"singers_{k}.npy", singer_vecs[k])
+        if reuse_faiss:  # the same vectors: the previous snapshot's files, shared
+            for name in (f"{k}_songs.faiss", f"{k}_singers.faiss"):
+                for f in (name, name + ".json"):
+                    if (prev_snap / f).is_file():
+                        link_or_copy(prev_snap / f, stage / f)
             continue
         idx = build_index(song_vecs[k], song_key, seed=seed)
         extra = {"nprobe": default_nprobe(song_key)} if song_key.startswith("IVF") else {}
-        save_index(idx, out_dir / f"{k}_songs.faiss", info={"factory": song_key, "encoder": k, **extra})
-        save_index(build_index(singer_vecs[k], "Flat"), out_dir / f"{k}_singers.faiss",
+        save_index(idx, stage / f"{k}_songs.faiss", info={"factory": song_key, "encoder": k, **extra})
+        save_index(build_index(singer_vecs[k], "Flat"), stage / f"{k}_singers.faiss",
                    info={"factory": "Flat", "encoder": k})
-    write_parquet(out_dir / "songs.parquet", songs)
-    write_parquet(out_dir / "singers.parquet", singers)
-    write_parquet(out_dir / "map.parquet", map_df)
-    write_csv(out_dir / "failures.csv", failures)
+    write_parquet(stage / "songs.parquet", songs)
+    fault_point("tables")
+    write_parquet(stage / "singers.parquet", singers)
+    write_parquet(stage / "map.parquet", map_df)
+    write_csv(stage / "failures.csv", failures)
     features = encoders["timbre"].features
-    write_json(out_dir / "index.json", {
+    write_json(stage / "index.json", {
         "format_version": FORMAT_VERSION,
+        "snapshot": sid,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "catalogue": {"source": str(cat.source), "root": str(cat.root), "songs": len(cat),
                       "fingerprint": cat.fingerprint()},
@@ -268,9 +331,25 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         "map": map_info,
         "attributes": attributes,
         "metadata_columns": cat.metadata_columns,
+        "metadata": cat.metadata,  # name given -> stored column (data/catalogue.py stored_name)
     })
+    if prev_snap is not None and prev_snap.is_dir():
+        share_unchanged(stage, prev_snap)
+    fsync_dir(stage)
+    stage.rename(out_dir / SNAPSHOTS / sid)
+    fsync_dir(out_dir / SNAPSHOTS)
+    fault_point("renamed")
+    publish_snapshot(out_dir, sid)  # readers see the new snapshot from here on
+    fault_point("published")
     shutil.rmtree(build_dir, ignore_errors=True)
+    pruned = prune_snapshots(out_dir, keep)
+    if pruned:
+        log.info("removed old snapshot(s) %s", ", ".join(pruned))
+    legacy = remove_legacy_layout(out_dir)  # an index of format version 2 rebuilt in place
+    if legacy:
+        log.info("removed the files of the format-2 layout: %s", ", ".join(legacy))
     report = BuildReport(out_dir, len(songs), len(singers), n_embedded, int(keep_prev.sum()), n_resumed,
-                         failures, audio_seconds, time.perf_counter() - t0, attributes)
+                         failures, audio_seconds, time.perf_counter() - t0, attributes, snapshot=sid,
+                         renamed=cat.renamed)
     log.info(report.summary())
     return report

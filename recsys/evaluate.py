@@ -132,7 +132,9 @@ def mfcc_song_vectors(paths: Sequence[str | Path]) -> np.ndarray:
 
 
 def singer_values(rec, column: str) -> pd.Series:
-    """A metadata column per singer: the singers table's, else the most common value over its songs."""
+    """A metadata column per singer (named as in the catalogue, or by its stored ``meta:`` name): the singers
+    table's, else the most common value over its songs."""
+    column = rec.info.get("metadata", {}).get(column, column)
     if column in rec.singers:
         return rec.singers.set_index("singer")[column]
     if column not in rec.songs:

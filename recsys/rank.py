@@ -16,8 +16,9 @@ How a query is answered:
    song matches by the fused similarity, per query song, weighted over query songs: song neighbours
    aggregate to singers. So ``score = timbre_weight * timbre + (1 - timbre_weight) * melody`` with
    ``timbre`` = ``timbre_score`` and ``melody`` = ``melody_score`` of the result row.
-4. The query singer(s) are excluded; ``filters`` restrict singers by metadata; ``diversity > 0`` re-ranks
-   with maximal marginal relevance (MMR) on singer timbre vectors.
+4. The query singer(s) are excluded; ``filters`` restrict singers by metadata (addressed by the names the
+   catalogue gave its columns, see :meth:`Recommender.metadata_column`); ``diversity > 0`` re-ranks with
+   maximal marginal relevance (MMR) on singer timbre vectors.
 
 Each result row says why it was recommended: its best-matching (query song, catalogue song) pair.
 """
@@ -37,7 +38,7 @@ from threadpoolctl import ThreadpoolController
 from data.errors import SingrecError
 from encoders.base import l2_normalise
 from index.faiss_index import load_index, search
-from index.store import KINDS, check_encoders, read_info
+from index.store import KINDS, check_encoders, current_snapshot, current_snapshot_id, read_snapshot_info
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,20 @@ class _QuerySet:
 
 # ---------------------------------------------------------------------------------------------- recommender
 class Recommender:
-    """Similar-singer search over a finished index directory (see index/store.py)."""
+    """Similar-singer search over one snapshot of an index directory (see index/store.py).
+
+    ``index_dir`` is the index directory, ``snapshot_dir`` the snapshot all tables and vectors come from and
+    ``snapshot`` its id.
+    """
 
     def __init__(self, index_dir: Path, info: dict, songs: pd.DataFrame, singers: pd.DataFrame,
                  map_df: pd.DataFrame, song_vectors: dict, singer_vectors: dict, song_indexes: dict,
-                 failures: pd.DataFrame):
+                 failures: pd.DataFrame, snapshot_dir: Path | None = None):
         self.index_dir, self.info = index_dir, info
+        self.snapshot_dir = snapshot_dir if snapshot_dir is not None else index_dir
+        self.snapshot = str(info.get("snapshot", ""))
+        # name given in the catalogue -> stored column, for the metadata columns that reached singers.parquet
+        self.metadata_names = {n: c for n, c in info.get("metadata", {}).items() if c in singers.columns}
         self.songs, self.singers, self.map, self.failures = songs, singers, map_df, failures
         self.song_vectors, self.singer_vectors, self.song_indexes = song_vectors, singer_vectors, song_indexes
         self._song_ids = songs["song_id"].to_numpy(dtype=object)
@@ -134,29 +143,70 @@ class Recommender:
 
     @classmethod
     def load(cls, index_dir: str | Path) -> "Recommender":
-        """Open an index directory (format version checked); vectors are memory-mapped."""
+        """Open the published snapshot of an index directory (format version checked); vectors are
+        memory-mapped.
+
+        ``CURRENT`` is resolved once and every file is read from that snapshot, so a build publishing a new
+        one meanwhile is never mixed in. Should that snapshot be removed while it is read (two newer builds
+        published in the meantime), the load starts again from the new ``CURRENT``.
+        """
         index_dir = Path(index_dir)
-        info = read_info(index_dir)
+        for attempt in range(3):
+            snap = current_snapshot(index_dir)
+            try:
+                return cls._load_snapshot(index_dir, snap)
+            except SingrecError:
+                if attempt == 2 or current_snapshot_id(index_dir) == snap.name:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load_snapshot(cls, index_dir: Path, snap: Path) -> "Recommender":
+        info = read_snapshot_info(snap)
         try:
-            songs = pd.read_parquet(index_dir / "songs.parquet")
-            singers = pd.read_parquet(index_dir / "singers.parquet")
-            map_df = pd.read_parquet(index_dir / "map.parquet")
-            song_vectors = {k: np.load(index_dir / "embeddings" / f"songs_{k}.npy", mmap_mode="r") for k in KINDS}
-            singer_vectors = {k: np.load(index_dir / "embeddings" / f"singers_{k}.npy") for k in KINDS}
+            songs = pd.read_parquet(snap / "songs.parquet")
+            singers = pd.read_parquet(snap / "singers.parquet")
+            map_df = pd.read_parquet(snap / "map.parquet")
+            song_vectors = {k: np.load(snap / "embeddings" / f"songs_{k}.npy", mmap_mode="r") for k in KINDS}
+            singer_vectors = {k: np.load(snap / "embeddings" / f"singers_{k}.npy") for k in KINDS}
+            fpath = snap / "failures.csv"
+            failures = pd.read_csv(fpath) if fpath.stat().st_size else pd.DataFrame()
         except (OSError, ValueError) as exc:
-            raise SingrecError(f"index files are missing or unreadable ({exc})", index_dir) from exc
+            raise SingrecError(f"index files are missing or unreadable ({exc})", snap) from exc
         for k in KINDS:
             if len(song_vectors[k]) != len(songs) or len(singer_vectors[k]) != len(singers):
-                raise SingrecError(f"{k} vectors do not match the song/singer tables; rebuild the index", index_dir)
-        song_indexes = {k: load_index(index_dir / f"{k}_songs.faiss") for k in KINDS}
-        fpath = index_dir / "failures.csv"
-        failures = pd.read_csv(fpath) if fpath.is_file() and fpath.stat().st_size else pd.DataFrame()
-        return cls(index_dir, info, songs, singers, map_df, song_vectors, singer_vectors, song_indexes, failures)
+                raise SingrecError(f"{k} vectors do not match the song/singer tables; rebuild the index", snap)
+        song_indexes = {k: load_index(snap / f"{k}_songs.faiss") for k in KINDS}
+        return cls(index_dir, info, songs, singers, map_df, song_vectors, singer_vectors, song_indexes, failures,
+                   snapshot_dir=snap)
 
     # ------------------------------------------------------------------ properties
     @property
     def metadata_columns(self) -> list[str]:
+        """Stored names of the singer metadata columns (a name colliding with a computed one is ``meta:<name>``)."""
         return [c for c in self.singers.columns if c not in ("singer", "n_songs")]
+
+    @property
+    def filter_columns(self) -> dict:
+        """{name a filter takes: singer-table column}: the catalogue's columns by the names it gave them, then
+        the computed singer columns (voice attributes) by their own names where no catalogue column has it."""
+        out = dict(self.metadata_names)
+        user = set(out.values())
+        for col in self.metadata_columns:
+            if col not in user:
+                out.setdefault(col, col)
+        return out
+
+    def metadata_column(self, name: str) -> str:
+        """The singer-table column a filter on ``name`` reads: see :attr:`filter_columns` (``rank`` ->
+        ``meta:rank`` when the catalogue had a ``rank`` column); a stored column name is taken as it is."""
+        name = str(name)
+        columns = self.filter_columns
+        if name in columns:
+            return columns[name]
+        if name in self.metadata_columns:
+            return name
+        raise SingrecError(f"cannot filter on {name!r}: singer metadata columns are {list(columns)}")
 
     def encoders(self) -> dict:
         """The index's encoders, loaded on first use (only audio queries need them) and checked by sha256."""
@@ -246,9 +296,8 @@ class Recommender:
     # ------------------------------------------------------------------ ranking
     def _allowed_singers(self, filters: Mapping | None) -> np.ndarray:
         mask = np.ones(len(self.singers), bool)
-        for col, want in (filters or {}).items():
-            if col not in self.singers.columns:
-                raise SingrecError(f"cannot filter on {col!r}: singer columns are {self.metadata_columns}")
+        for name, want in (filters or {}).items():
+            col = self.metadata_column(name)
             values = [want] if isinstance(want, (str, int, float, bool)) else list(want)
             col_values = self.singers[col]
             mask &= col_values.isin(values).to_numpy() | col_values.astype(str).isin([str(v) for v in values]).to_numpy()
@@ -263,7 +312,8 @@ class Recommender:
         query : singer name, :class:`Singer`, :class:`Song`, :class:`Audio`, :class:`Embedded` or :class:`Mix`
         k : number of singers returned
         timbre_weight : weight of the timbre score in [0, 1]; the melody score gets the rest
-        filters : ``{column: value or [values]}`` on singer metadata (e.g. ``{"gender": "f"}``)
+        filters : ``{column: value or [values]}`` on singer metadata (e.g. ``{"gender": "f"}``), columns named as
+            in the catalogue (see :meth:`metadata_column`)
         diversity : 0 = pure relevance; up to 1 = MMR re-ranking that spreads results over voice space
 
         Returns
@@ -381,7 +431,8 @@ class Recommender:
         return out.reset_index().rename(columns={"index": "cluster"}).astype({"n_songs": int, "n_singers": int})
 
     def describe(self) -> dict:
-        return {"index_dir": str(self.index_dir), **{k: self.info[k] for k in ("counts", "faiss", "dims")}}
+        return {"index_dir": str(self.index_dir), "snapshot": self.snapshot,
+                **{k: self.info[k] for k in ("counts", "faiss", "dims")}}
 
 
 def to_json(df: pd.DataFrame) -> str:

@@ -15,8 +15,9 @@ def tiny_catalogue(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
-    """A folder with timbre.pt and melody.pt: small seeded (untrained) encoders saved as real checkpoints,
-    so index/ranking tests exercise the checkpoint format and sha256 checks without the shipped weights."""
+    """A folder with timbre.pt and melody.pt: small seeded (untrained) encoders saved as real checkpoints, so
+    index/ranking tests exercise the checkpoint format and sha256 checks without the shipped weights; plus the
+    shipped gender.pt."""
     import torch
 
     from data.features import DEFAULT_FEATURES
@@ -33,6 +34,12 @@ def tiny_checkpoints(tmp_path_factory):
     mcfg = MelodyConfig(channels=16, n_layers=7, latent_dim=8, dec_layers=1)
     save_checkpoint(folder / "melody.pt", kind="melody", model=TCAE(mcfg), config=asdict(mcfg),
                     features=DEFAULT_FEATURES)
+    # the shipped gender classifier, so that a build given this folder (checkpoints=...) predicts gender as a
+    # build given only the tiny encoders (which reads the shipped folder's gender.pt) does
+    import shutil
+
+    from encoders.checkpoint import CHECKPOINT_DIR
+    shutil.copy(CHECKPOINT_DIR / "gender.pt", folder / "gender.pt")
     return folder
 
 

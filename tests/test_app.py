@@ -8,6 +8,7 @@ must equal ``Recommender.similar_singers`` for the same arguments), uploading a 
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,27 @@ def test_bad_upload_shows_an_error_not_a_traceback(page, name, data, reason):
     assert not [d for d in page.dataframe if "timbre_score" in d.value.columns]
 
 
+def test_the_page_follows_a_newly_published_snapshot(tiny_index, tiny_catalogue, tiny_encoders, tmp_path,
+                                                    monkeypatch):
+    """A build publishing a new snapshot is picked up at the next rerun, without restarting the page."""
+    from streamlit.testing.v1 import AppTest
+
+    from index.build import build_catalogue_index
+
+    idx = tmp_path / "idx"
+    shutil.copytree(tiny_index, idx)
+    monkeypatch.setenv(explorer.ENV_VAR, str(idx))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    first = Recommender.load(idx).snapshot
+    assert any(f"(snapshot {first})" in c.value for c in at.caption), [c.value for c in at.caption]
+    report = build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, append=True, progress=False)
+    assert report.snapshot != first
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"(snapshot {report.snapshot})" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any(report.snapshot in t.value for t in at.toast)
+
+
 def test_missing_index_shows_an_error(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -177,7 +199,7 @@ def test_resolve_index_dir_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # DEFAULT_INDEX is relative: no demo index here ...
     assert explorer.resolve_index_dir(["/usr/bin/pytest"], {}, script) is None
     (tmp_path / explorer.DEFAULT_INDEX).mkdir(parents=True)
-    (tmp_path / explorer.DEFAULT_INDEX / "index.json").write_text("{}")  # ... and now there is one
+    (tmp_path / explorer.DEFAULT_INDEX / "CURRENT").write_text("000001\n")  # ... and now there is one
     assert explorer.resolve_index_dir(["/usr/bin/pytest"], {}, script) == explorer.DEFAULT_INDEX
 
 
@@ -218,7 +240,7 @@ def test_filters_round_trip():
 def test_serve_command_and_bad_index(tmp_path, tiny_index):
     cmd = serve.command(tiny_index, port=8765)
     assert cmd[-2:] == ["--", str(tiny_index)] and "8765" in cmd and str(serve.PAGE) in cmd
-    with pytest.raises(SingrecError, match="not a singrec index: index.json is missing"):
+    with pytest.raises(SingrecError, match="not a singrec index: CURRENT is missing"):
         serve.serve(tmp_path)
 
 

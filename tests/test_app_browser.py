@@ -99,7 +99,9 @@ def wait_for_results(page, singer: str, previous: list[str] | None = None) -> li
 def test_page_in_chromium(server, browser_context, index_dir, tmp_path):
     import pandas as pd
 
-    singers = pd.read_parquet(Path(index_dir) / "singers.parquet")["singer"].astype(str).tolist()
+    from index.store import current_snapshot
+
+    singers = pd.read_parquet(current_snapshot(index_dir) / "singers.parquet")["singer"].astype(str).tolist()
     first, other = singers[0], singers[min(2, len(singers) - 1)]
     page = browser_context.new_page()
     page.goto(server, timeout=WAIT_MS)

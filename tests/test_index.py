@@ -14,7 +14,7 @@ import pytest
 from data.errors import SingrecError
 from index.build import build_catalogue_index
 from index.faiss_index import build_index, choose_index_key, load_index, recall_at_k, save_index, search
-from index.store import FORMAT_VERSION, read_info
+from index.store import FORMAT_VERSION, current_snapshot, read_info
 from recsys.rank import Recommender
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,32 +62,36 @@ def test_bad_inputs_are_clear(tmp_path):
 
 def test_index_directory_contents(tiny_index, tiny_catalogue):
     info = read_info(tiny_index)
+    assert (tiny_index / "CURRENT").read_text().strip() == info["snapshot"]
+    snap = current_snapshot(tiny_index)
+    assert snap == tiny_index / "snapshots" / info["snapshot"]
+    assert sorted(p.name for p in tiny_index.iterdir()) == ["CURRENT", "snapshots"]
     assert info["format_version"] == FORMAT_VERSION
     assert info["counts"] == {"songs": 12, "singers": 4, "failures": 0}
     assert set(info["encoders"]) == {"timbre", "melody"} and len(info["encoders"]["timbre"]["sha256"]) == 64
     for name in ["songs.parquet", "singers.parquet", "map.parquet", "failures.csv", "timbre_songs.faiss",
                  "melody_songs.faiss", "timbre_singers.faiss", "melody_singers.faiss",
                  "embeddings/songs_timbre.npy", "embeddings/singers_melody.npy"]:
-        assert (tiny_index / name).is_file(), name
+        assert (snap / name).is_file(), name
     assert not (tiny_index / "build").exists()
-    assert sorted(p.name for p in (tiny_index / "embeddings").iterdir()) == [
+    assert sorted(p.name for p in (snap / "embeddings").iterdir()) == [
         f"{w}_{k}.npy" for w in ("singers", "songs") for k in ("melody", "timbre")]
     assert not {"profile", "voice", "expression"} & set(info)
     # a singer's vector is the normalised mean of its songs' vectors
-    songs_singer = pd.read_parquet(tiny_index / "songs.parquet")["singer"]
+    songs_singer = pd.read_parquet(snap / "songs.parquet")["singer"]
     first = sorted(songs_singer.unique())[0]
     for kind in ("timbre", "melody"):
-        mean = np.load(tiny_index / f"embeddings/songs_{kind}.npy")[(songs_singer == first).to_numpy()].mean(0)
-        np.testing.assert_allclose(np.load(tiny_index / f"embeddings/singers_{kind}.npy")[0],
+        mean = np.load(snap / f"embeddings/songs_{kind}.npy")[(songs_singer == first).to_numpy()].mean(0)
+        np.testing.assert_allclose(np.load(snap / f"embeddings/singers_{kind}.npy")[0],
                                    mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-6)
-    songs = pd.read_parquet(tiny_index / "songs.parquet")
+    songs = pd.read_parquet(snap / "songs.parquet")
     assert list(songs["song_id"]) == sorted(songs["song_id"]) and {"gender", "melody_id", "duration"} <= set(songs)
-    m = pd.read_parquet(tiny_index / "map.parquet")
+    m = pd.read_parquet(snap / "map.parquet")
     assert sorted(m["kind"].value_counts().to_dict().items()) == [("singer", 4), ("song", 12)]
     assert np.isfinite(m[["x", "y"]].to_numpy()).all()
     # song i of the FAISS index is row i of songs.parquet: each song vector finds its own row
-    vec = np.load(tiny_index / "embeddings/songs_timbre.npy")
-    _, ids = search(load_index(tiny_index / "timbre_songs.faiss"), vec, 1)
+    vec = np.load(snap / "embeddings/songs_timbre.npy")
+    _, ids = search(load_index(snap / "timbre_songs.faiss"), vec, 1)
     np.testing.assert_array_equal(ids[:, 0], np.arange(len(songs)))
 
 
@@ -105,7 +109,7 @@ def test_corrupt_and_silent_files_are_reported_and_skipped(tiny_catalogue, tiny_
     sf.write(silent, np.zeros(16000 * 3, np.float32), 16000)
     report = build_catalogue_index(manifest, tmp_path / "idx", encoders=tiny_encoders, progress=False)
     assert report.n_songs == 10 and len(report.failures) == 2
-    fails = pd.read_csv(tmp_path / "idx" / "failures.csv").set_index("path")
+    fails = pd.read_csv(report.snapshot_dir / "failures.csv").set_index("path")
     assert "cannot decode" in fails.loc[str(corrupt.resolve()), "reason"]
     assert "silent" in fails.loc[str(silent.resolve()), "reason"]
     assert "2 failed" in report.summary()
@@ -117,17 +121,20 @@ def test_nothing_indexable_is_an_error(tiny_catalogue, tiny_encoders, tmp_path):
         (tmp_path / "cat" / p).write_bytes(b"garbage")
     with pytest.raises(SingrecError, match="no song could be indexed"):
         build_catalogue_index(manifest, tmp_path / "idx", encoders=tiny_encoders, progress=False)
-    assert len(pd.read_csv(tmp_path / "idx" / "failures.csv")) == 12
+    assert len(pd.read_csv(tmp_path / "idx" / "build" / "failures.csv")) == 12
+    assert not (tmp_path / "idx" / "CURRENT").exists()  # nothing published
 
 
 def _same_index(a: Path, b: Path):
+    """The published snapshots of index directories a and b hold the same index."""
+    sa, sb = current_snapshot(a), current_snapshot(b)
     for name in ["songs.parquet", "singers.parquet"]:
         # absolute paths differ when the catalogue was copied; everything else must be identical
-        pd.testing.assert_frame_equal(pd.read_parquet(a / name).drop(columns="path", errors="ignore"),
-                                      pd.read_parquet(b / name).drop(columns="path", errors="ignore"))
+        pd.testing.assert_frame_equal(pd.read_parquet(sa / name).drop(columns="path", errors="ignore"),
+                                      pd.read_parquet(sb / name).drop(columns="path", errors="ignore"))
     for kind in ["timbre", "melody"]:
-        np.testing.assert_allclose(np.load(a / f"embeddings/songs_{kind}.npy"),
-                                   np.load(b / f"embeddings/songs_{kind}.npy"), atol=1e-5)
+        np.testing.assert_allclose(np.load(sa / f"embeddings/songs_{kind}.npy"),
+                                   np.load(sb / f"embeddings/songs_{kind}.npy"), atol=1e-5)
     ra, rb = Recommender.load(a), Recommender.load(b)
     for singer in ra.singers["singer"]:
         pd.testing.assert_frame_equal(ra.similar_singers(singer, k=3), rb.similar_singers(singer, k=3),
@@ -182,16 +189,24 @@ def test_append_with_no_new_song_reuses_the_map_and_faiss_files(tiny_catalogue, 
         monkeypatch.setattr(index.build, name, not_again)
     report = build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, append=True, progress=False)
     assert (report.n_reused, report.n_embedded) == (12, 0)
-    pd.testing.assert_frame_equal(pd.read_parquet(idx / "map.parquet"), pd.read_parquet(tiny_index / "map.parquet"))
+    old, new = current_snapshot(tiny_index), current_snapshot(idx)
+    assert new.name > old.name  # a new snapshot, published
+    pd.testing.assert_frame_equal(pd.read_parquet(new / "map.parquet"), pd.read_parquet(old / "map.parquet"))
     assert read_info(idx)["map"] == read_info(tiny_index)["map"]
     _same_index(idx, tiny_index)
+    # the new snapshot shares every unchanged file with the previous one (hard links), the previous one is kept
+    prev = idx / "snapshots" / old.name
+    for name in ["timbre_songs.faiss", "melody_singers.faiss", "map.parquet", "embeddings/songs_timbre.npy",
+                 "embeddings/songs_melody.npy", "embeddings/singers_melody.npy", "songs.parquet"]:
+        assert os.path.samefile(new / name, prev / name), name
 
 
 def test_a_reused_map_layout_carries_todays_metadata_and_only_for_the_same_songs(tiny_index):
     from index.map import reuse_map
 
-    previous = pd.read_parquet(tiny_index / "map.parquet")
-    songs, singers = pd.read_parquet(tiny_index / "songs.parquet"), pd.read_parquet(tiny_index / "singers.parquet")
+    snap = current_snapshot(tiny_index)
+    previous = pd.read_parquet(snap / "map.parquet")
+    songs, singers = pd.read_parquet(snap / "songs.parquet"), pd.read_parquet(snap / "singers.parquet")
     pd.testing.assert_frame_equal(reuse_map(previous, songs, singers), previous)
     renamed = singers.assign(gender="x")  # metadata edited in the catalogue: the layout stays, the labels follow
     again = reuse_map(previous, songs, renamed)
@@ -219,7 +234,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_catalogue, tiny_checkpoints, 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "index.json").exists()
+    assert not (out / "CURRENT").exists()
     with pytest.raises(SingrecError, match="unfinished build"):
         Recommender.load(out)
     report = build_catalogue_index(tiny_catalogue, out, checkpoints=tiny_checkpoints, chunk_size=1, progress=False)
@@ -232,11 +247,30 @@ def test_other_format_version_is_refused(tiny_catalogue, tiny_encoders, tiny_ind
     """An index of an older (or unknown) layout is not read: loading it, or appending to it, says to rebuild."""
     idx = tmp_path / "idx"
     shutil.copytree(tiny_index, idx)
-    info = json.loads((idx / "index.json").read_text())
+    path = current_snapshot(idx) / "index.json"
+    info = json.loads(path.read_text())
     info["format_version"] = version
-    (idx / "index.json").write_text(json.dumps(info))
-    message = f"format version {version} is not supported .*rebuild it with `singrec index`"
+    path.write_text(json.dumps(info))
+    message = f"format version {version} is not supported .*rebuild it with `singrec index CATALOGUE --out INDEX_DIR`"
     with pytest.raises(SingrecError, match=message):
         Recommender.load(idx)
     with pytest.raises(SingrecError, match=message):
         build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, append=True, progress=False)
+
+
+def test_an_index_of_the_layout_before_snapshots_says_how_to_rebuild(tiny_catalogue, tiny_encoders, tiny_index,
+                                                                    tmp_path):
+    """Format version 2 kept the files at the top of INDEX_DIR (no CURRENT): loading or appending says to
+    rebuild; a full build publishes a snapshot and removes the old files."""
+    idx = tmp_path / "idx"
+    shutil.copytree(current_snapshot(tiny_index), idx)
+    info = json.loads((idx / "index.json").read_text())
+    (idx / "index.json").write_text(json.dumps({**info, "format_version": 2}))
+    message = "format version 2 is not supported .*rebuild it with `singrec index CATALOGUE --out INDEX_DIR`"
+    with pytest.raises(SingrecError, match=message):
+        Recommender.load(idx)
+    with pytest.raises(SingrecError, match=message):
+        build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, append=True, progress=False)
+    build_catalogue_index(tiny_catalogue, idx, encoders=tiny_encoders, progress=False)
+    _same_index(idx, tiny_index)
+    assert sorted(p.name for p in idx.iterdir()) == ["CURRENT", "snapshots"]  # the old files are gone

@@ -180,7 +180,7 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_catalogue, trained, tmp_
         _run(tiny_catalogue, tmp_path / "bad", init=trained, timbre_config=wide)
 
 
-def test_only_known_encoders_are_trained(tiny_catalogue, tmp_path):
+def test_an_unknown_encoder_is_refused(tiny_catalogue, tmp_path):
     with pytest.raises(SingrecError, match="encoder must be 'both', 'timbre', 'melody' or 'gender', got 'profile'"):
         _run(tiny_catalogue, tmp_path / "out", encoder="profile")
     assert not (tmp_path / "out").exists()

@@ -100,7 +100,10 @@ def test_index_has_typed_attribute_columns_and_keeps_the_catalogue_gender(tiny_i
 
     from index.attributes import ATTRIBUTE_COLUMNS
 
-    songs, singers = pd.read_parquet(tiny_index / "songs.parquet"), pd.read_parquet(tiny_index / "singers.parquet")
+    from index.store import current_snapshot
+
+    snap = current_snapshot(tiny_index)
+    songs, singers = pd.read_parquet(snap / "songs.parquet"), pd.read_parquet(snap / "singers.parquet")
     own = pd.read_csv(tiny_catalogue).set_index("singer")["gender"].groupby(level=0).first()
     for table in (songs, singers):
         assert set(ATTRIBUTE_COLUMNS) <= set(table.columns)
@@ -128,7 +131,7 @@ def test_fit_gender_refits_on_labels_and_one_class_fails_before_embedding(tiny_c
     one.to_csv(tmp_path / "one.csv", index=False)
     with pytest.raises(SingrecError, match="none labelled m"):
         build_catalogue_index(tmp_path / "one.csv", tmp_path / "idx-one", fit_gender="sex", progress=False)
-    assert not (tmp_path / "idx-one" / "embeddings").exists()  # failed before any embedding
+    assert not (tmp_path / "idx-one" / "build").exists()  # failed before any embedding (no plan, no chunk)
     with pytest.raises(SingrecError, match="no column 'nope'"):
         build_catalogue_index(tmp_path / "one.csv", tmp_path / "idx-one", fit_gender="nope", progress=False)
     # three of the four singers labelled (both genders): the fourth is predicted; the labels are kept as given
@@ -141,7 +144,9 @@ def test_fit_gender_refits_on_labels_and_one_class_fails_before_embedding(tiny_c
     report = build_catalogue_index(tmp_path / "three.csv", out, encoders=tiny_encoders, fit_gender="sex",
                                    progress=False)
     assert "fitted on the 3 singers labelled in 'sex'" in report.summary()
-    table = pd.read_parquet(out / "singers.parquet").set_index("singer")
+    from index.store import current_snapshot
+
+    table = pd.read_parquet(current_snapshot(out) / "singers.parquet").set_index("singer")
     assert (table.loc[g.index[:3], "gender_source"] == "label").all()
     assert (table.loc[g.index[:3], "gender_pred"] == g.iloc[:3].str.lower()).all()
     assert table.loc[g.index[3], "gender_source"] == "predicted"
