@@ -92,11 +92,14 @@ def clip_vectors(dev: Path, index_dir: Path | None, work: Path) -> tuple[pd.Data
 
         index_dir = work / "index-clips"
         build_catalogue_index(manifest, index_dir, progress=True)
-    info = json.loads((index_dir / "index.json").read_text())
-    print(f"index {index_dir}: timbre checkpoint sha256 {info['encoders']['timbre']['sha256'][:12]}")
-    rows = pd.read_parquet(index_dir / "songs.parquet")  # path (absolute), singer, song, ... in vector order
+    from index.store import current_snapshot
+
+    snap = current_snapshot(index_dir)  # the published snapshot's files
+    info = json.loads((snap / "index.json").read_text())
+    print(f"index {snap}: timbre checkpoint sha256 {info['encoders']['timbre']['sha256'][:12]}")
+    rows = pd.read_parquet(snap / "songs.parquet")  # path (absolute), singer, song, ... in vector order
     paths = rows["path"].tolist()
-    vectors = {"singrec timbre vectors": np.load(index_dir / "embeddings" / "songs_timbre.npy"),
+    vectors = {"singrec timbre vectors": np.load(snap / "embeddings" / "songs_timbre.npy"),
                "MFCC-20 mean+std": mfcc_song_vectors(paths),
                "GE2E speaker part alone": speaker_vectors([load_audio(p) for p in paths])}
     return rows, vectors
