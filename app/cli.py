@@ -116,13 +116,19 @@ def index_cmd(
     chunk_size: int = typer.Option(32, help="Songs per resumable chunk."),
     fit_gender: Optional[str] = typer.Option(None, "--fit-gender", help="Catalogue column with the gender of some "
                                              "singers: fit the gender classifier on them and predict the rest."),
+    engine: str = typer.Option("in-process", help="What embeds the songs: in-process, or ray (Ray Data; "
+                                                  "pip install singrec[ray]). The index is the same."),
+    address: str = typer.Option("local", help="--engine ray: local (a private Ray on this machine), auto (the "
+                                               "cluster joined with `ray start`) or ray://HOST:10001."),
+    actors: Optional[int] = typer.Option(None, help="--engine ray: embedding actors (default: CPUs less one)."),
 ):
     """Embed every song with both encoders and write the index directory (FAISS indexes, tables, map, predicted
     gender and measured range)."""
     from index.build import build_catalogue_index
 
     report = _run(build_catalogue_index, catalogue, out, checkpoints=checkpoints, index_key=index_key,
-                  append=append, chunk_size=chunk_size, fit_gender=fit_gender)
+                  append=append, chunk_size=chunk_size, fit_gender=fit_gender, engine=engine, address=address,
+                  actors=actors)
     typer.echo(report.summary())
     if len(report.failures):
         typer.echo(f"{len(report.failures)} file(s) could not be indexed (see {out / 'failures.csv'}):")

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 32  # songs per resumable unit of work
 FAILURE_COLUMNS = ["song_id", "singer", "path", "reason"]
+ENGINES = ("in-process", "ray")  # what embeds the songs (the rest of the build is shared)
 
 
 @dataclass
@@ -89,6 +90,34 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
     return vectors, durations, failures
 
 
+def embed_chunks(todo: pd.DataFrame, build_dir: Path, chunk_size: int, encoders: dict, *,
+                 progress: bool = True) -> tuple[int, int, float]:
+    """The in-process embedding engine: writes every ``build_dir/part-{c:05d}.npz`` of ``todo`` (songs
+    ``c * chunk_size`` on) not written yet. Returns ``(songs embedded, songs resumed, seconds of audio embedded)``.
+    ``index.ray_engine.embed_chunks_on_ray`` is the same contract on Ray Data."""
+    n_chunks = (len(todo) + chunk_size - 1) // chunk_size
+    n_embedded = n_resumed = 0
+    audio_seconds = 0.0
+    bar = tqdm(total=len(todo), desc="indexing", unit="song", disable=not progress)
+    for c in range(n_chunks):
+        part = build_dir / f"part-{c:05d}.npz"
+        rows = todo.iloc[c * chunk_size:(c + 1) * chunk_size]
+        if part.is_file():
+            n_resumed += len(rows)
+        else:
+            vectors, durations, failures = embed_files(rows["path"].tolist(), encoders)
+            failed = {i for i, _ in failures}
+            write_npz(part, song_ids=np.array([s for i, s in enumerate(rows["song_id"]) if i not in failed]),
+                      durations=durations, failed_ids=np.array([rows["song_id"].iloc[i] for i, _ in failures]),
+                      failed_reasons=np.array([r for _, r in failures]),
+                      **{f"vec_{k}": v for k, v in vectors.items()})
+            n_embedded += len(rows) - len(failures)
+            audio_seconds += float(durations.sum())
+        bar.update(len(rows))
+    bar.close()
+    return n_embedded, n_resumed, audio_seconds
+
+
 def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({k: encoder_info(encoders[k])["sha256"] for k in KINDS}).encode())
@@ -109,7 +138,8 @@ def _load_previous(index_dir: Path, encoders: dict) -> tuple[dict, pd.DataFrame,
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
                           checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
                           chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0,
-                          fit_gender: str | None = None) -> BuildReport:
+                          fit_gender: str | None = None, engine: str = "in-process", address: str = "local",
+                          actors: int | None = None) -> BuildReport:
     """Index a catalogue into ``out_dir`` (see module docstring).
 
     Parameters
@@ -122,6 +152,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     chunk_size : songs per resumable chunk
     fit_gender : a catalogue column with the gender of some singers: predicted gender comes from a classifier
         fitted on them (index/attributes.py) instead of the checkpoint folder's ``gender.pt``
+    engine : "in-process" (:func:`embed_chunks`) or "ray" (index/ray_engine.py: Ray Data at ``address``, "local",
+        "auto" or "ray://HOST:PORT", with ``actors`` embedding actors); the index is the same either way
 
     Raises
     ------
@@ -129,6 +161,11 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         another build holds ``out_dir``'s lock (index/lock.py; the message names it).
     """
     t0 = time.perf_counter()
+    if engine not in ENGINES:
+        raise SingrecError(f"unknown engine {engine!r} (use one of {', '.join(ENGINES)})")
+    if engine == "ray":
+        from index.ray_engine import import_ray
+        import_ray()  # without Ray: one line saying how to install it, before any work
     set_torch_threads()
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
     if fit_gender:
@@ -161,27 +198,14 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         write_json(plan_path, {"key": key, "songs": len(todo_ids), "chunk_size": chunk_size,
                                "catalogue": str(cat.source)})
 
-    # ---- embed the songs still to do, chunk by chunk
+    # ---- embed the songs still to do, chunk by chunk: afterwards every build/part-*.npz exists
     n_chunks = (len(todo_ids) + chunk_size - 1) // chunk_size
-    n_embedded = n_resumed = 0
-    audio_seconds = 0.0
-    bar = tqdm(total=len(todo_ids), desc="indexing", unit="song", disable=not progress)
-    for c in range(n_chunks):
-        part = build_dir / f"part-{c:05d}.npz"
-        rows = todo.iloc[c * chunk_size:(c + 1) * chunk_size]
-        if part.is_file():
-            n_resumed += len(rows)
-        else:
-            vectors, durations, failures = embed_files(rows["path"].tolist(), encoders)
-            failed = {i for i, _ in failures}
-            write_npz(part, song_ids=np.array([s for i, s in enumerate(rows["song_id"]) if i not in failed]),
-                      durations=durations, failed_ids=np.array([rows["song_id"].iloc[i] for i, _ in failures]),
-                      failed_reasons=np.array([r for _, r in failures]),
-                      **{f"vec_{k}": v for k, v in vectors.items()})
-            n_embedded += len(rows) - len(failures)
-            audio_seconds += float(durations.sum())
-        bar.update(len(rows))
-    bar.close()
+    if engine == "ray":
+        from index.ray_engine import embed_chunks_on_ray
+        n_embedded, n_resumed, audio_seconds = embed_chunks_on_ray(todo, build_dir, chunk_size, encoders,
+                                                                   progress=progress, address=address, actors=actors)
+    else:
+        n_embedded, n_resumed, audio_seconds = embed_chunks(todo, build_dir, chunk_size, encoders, progress=progress)
 
     # ---- gather: previous vectors of songs still in the catalogue + this build's chunks
     ids, durs, vecs, fails = [], [], {k: [] for k in KINDS}, []
