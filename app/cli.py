@@ -112,6 +112,8 @@ def index_cmd(
                                                             "(default: the shipped weights)."),
     index_key: str = typer.Option("auto", help="FAISS factory string for song indexes: auto, Flat, HNSW32, "
                                                "IVF4096,Flat, ... (auto: exact up to 100k songs)."),
+    index_memory: str = typer.Option("auto", help="Memory budget of each song index for --index-key auto, e.g. "
+                                                  "4G (auto: half the memory available); past it, a compressed index."),
     append: bool = typer.Option(False, "--append", help="Keep vectors of songs already indexed; embed only new ones."),
     chunk_size: int = typer.Option(32, help="Songs per resumable chunk."),
     fit_gender: Optional[str] = typer.Option(None, "--fit-gender", help="Catalogue column with the gender of some "
@@ -128,7 +130,7 @@ def index_cmd(
 
     report = _run(build_catalogue_index, catalogue, out, checkpoints=checkpoints, index_key=index_key,
                   append=append, chunk_size=chunk_size, fit_gender=fit_gender, engine=engine, address=address,
-                  actors=actors)
+                  actors=actors, index_memory=index_memory)
     typer.echo(report.summary())
     if len(report.failures):
         typer.echo(f"{len(report.failures)} file(s) could not be indexed (see {out / 'failures.csv'}):")

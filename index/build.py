@@ -32,7 +32,7 @@ from data.catalogue import Catalogue
 from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
-from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
+from index.faiss_index import build_index, build_song_index, choose_index_key, parse_memory, save_index
 from index.attributes import add_voice_attributes, check_fit_gender, load_gender_classifier
 from index.lock import holds_index_lock
 from index.map import compute_map, reuse_map
@@ -139,7 +139,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
                           checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
                           chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0,
                           fit_gender: str | None = None, engine: str = "in-process", address: str = "local",
-                          actors: int | None = None) -> BuildReport:
+                          actors: int | None = None, index_memory: str | int | None = None) -> BuildReport:
     """Index a catalogue into ``out_dir`` (see module docstring).
 
     Parameters
@@ -147,7 +147,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     catalogue : folder, manifest, or a :class:`Catalogue`
     out_dir : the index directory (created)
     encoders : {"timbre": enc, "melody": enc}; default: loaded from ``checkpoints`` (default: shipped weights)
-    index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs)
+    index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs, then by size and
+        ``index_memory``: bytes or "4G", default half the memory available; index/faiss_index.py)
     append : reuse the vectors of songs already in ``out_dir`` and embed only the new ones
     chunk_size : songs per resumable chunk
     fit_gender : a catalogue column with the gender of some singers: predicted gender comes from a classifier
@@ -251,7 +252,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     # ---- the same songs as the previous index (--append with nothing new): its vectors are these, so its map
     # layout and FAISS files are what this build would compute again
-    song_key = choose_index_key(len(songs)) if index_key == "auto" else index_key
+    dim = max(int(v.shape[1]) for v in song_vecs.values())  # one key for both song indexes, within the budget
+    song_key = choose_index_key(len(songs), dim, parse_memory(index_memory)) if index_key == "auto" else index_key
     unchanged = bool(prev_info) and prev_info["map"].get("seed") == seed and \
         prev_songs["song_id"].tolist() == songs["song_id"].tolist()
     map_df = reuse_map(pd.read_parquet(out_dir / "map.parquet"), songs, singers) if unchanged else None
@@ -264,14 +266,15 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     # ---- write: index.json goes first (removed) and last (written)
     (out_dir / "index.json").unlink(missing_ok=True)
+    recall = prev_info["faiss"].get("recall_at_10", {}) if reuse_faiss else {}
     for k in KINDS:
         write_npy(out_dir / "embeddings" / f"songs_{k}.npy", song_vecs[k])
         write_npy(out_dir / "embeddings" / f"singers_{k}.npy", singer_vecs[k])
         if reuse_faiss:
             continue
-        idx = build_index(song_vecs[k], song_key, seed=seed)
-        extra = {"nprobe": default_nprobe(song_key)} if song_key.startswith("IVF") else {}
-        save_index(idx, out_dir / f"{k}_songs.faiss", info={"factory": song_key, "encoder": k, **extra})
+        idx, built = build_song_index(song_vecs[k], song_key, seed=seed)  # recall@10 vs exact, nprobe tuned
+        recall[k] = built["recall_at_10"]
+        save_index(idx, out_dir / f"{k}_songs.faiss", info={"encoder": k, **built})
         save_index(build_index(singer_vecs[k], "Flat"), out_dir / f"{k}_singers.faiss",
                    info={"factory": "Flat", "encoder": k})
     write_parquet(out_dir / "songs.parquet", songs)
@@ -288,7 +291,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         "features": features.to_dict(),
         "dims": {k: int(song_vecs[k].shape[1]) for k in KINDS},
         "counts": {"songs": len(songs), "singers": len(singers), "failures": len(failures)},
-        "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product"},
+        "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product", "recall_at_10": recall},
         "map": map_info,
         "attributes": attributes,
         "metadata_columns": cat.metadata_columns,
