@@ -119,7 +119,7 @@ def index_cmd(
     fit_gender: Optional[str] = typer.Option(None, "--fit-gender", help="Catalogue column with the gender of some "
                                              "singers: fit the gender classifier on them and predict the rest."),
     engine: str = typer.Option("in-process", help="What embeds the songs: in-process, or ray (Ray Data; "
-                                                  "pip install singrec[ray]). The index is the same."),
+                                                  "pip install singrec\\[ray]). The index is the same."),
     address: str = typer.Option("local", help="--engine ray: local (a private Ray on this machine), auto (the "
                                                "cluster joined with `ray start`) or ray://HOST:10001."),
     actors: Optional[int] = typer.Option(None, help="--engine ray: embedding actors (default: CPUs less one)."),

@@ -24,6 +24,8 @@ METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 TARGET_RECALL = 0.95  # recall@10 against exact search that build_song_index tunes nprobe for
 RECALL_QUERIES = 500  # held-out songs that measure it
 ADD_SHARD = 100_000  # vectors added to an index at a time
+# autofaiss 2.18 pins numpy<2 and pandas<3 but runs on this project's versions: installed without its pins
+AUTOFAISS_INSTALL = "pip install --no-deps autofaiss==2.18.0 embedding-reader==1.8.1 fire==0.7.1 termcolor"
 
 
 def memory_available() -> int:
@@ -60,8 +62,11 @@ def choose_index_key(n: int, dim: int | None = None, max_memory: int | None = No
     nlist = 1 << int(round(math.log2(4 * math.sqrt(n))))  # 1M -> 4096
     if dim is None or max_memory is None or n * (4 * dim + 8) + nlist * 4 * dim <= max_memory:
         return f"IVF{nlist},Flat"
-    from autofaiss.external.optimize import get_optimal_quantization
-
+    try:
+        from autofaiss.external.optimize import get_optimal_quantization
+    except ImportError:
+        raise SingrecError(f"{n} vectors of {dim} dims need more than --index-memory ({max_memory >> 20} MiB) as "
+                           f"IVF,Flat; choosing a compressed index needs autofaiss: {AUTOFAISS_INSTALL}") from None
     keys = get_optimal_quantization(n, dim, force_max_index_memory_usage=f"{max(1, max_memory >> 20)}M")
     if not keys:
         raise SingrecError(f"no FAISS index of {n} vectors of {dim} dims fits in {max_memory >> 20} MiB; "
