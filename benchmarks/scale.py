@@ -74,7 +74,8 @@ def main() -> None:
         print(f"| {r['songs']:,} | {r['key']}{probe} | {r['build_s']:.0f} | {r['peak_gb']:.2f} "
               f"| {r['index_gb']:.2f} | {r['recall']['timbre']:.3f} / {r['recall']['melody']:.3f} "
               f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
-    print(f"| {n7:,} (on paper) | {paper['key']} | ~{paper['build_s']:.0f} | - | ~{paper['index_gb']:.1f} | - | - | - |")
+    print(f"| {n7:,} (on paper) | {paper['key']} | ~{paper['build_s']:.0f} | - | ~{paper['index_gb']:.1f} "
+          "| - | - | - |")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     n_chunks = (len(todo_ids) + chunk_size - 1) // chunk_size
     if engine == "ray":
         from index.ray_engine import embed_chunks_on_ray
-        n_embedded, n_resumed, audio_seconds = embed_chunks_on_ray(todo, build_dir, chunk_size, encoders,
+        n_embedded, n_resumed, audio_seconds = embed_chunks_on_ray(todo, build_dir, chunk_size, encoders, embed_files,
                                                                    progress=progress, address=address, actors=actors)
     else:
         n_embedded, n_resumed, audio_seconds = embed_chunks(todo, build_dir, chunk_size, encoders, progress=progress)

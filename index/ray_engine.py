@@ -4,16 +4,17 @@ It writes the same ``build/part-*.npz`` chunks as the in-process engine (:func:`
 everything after embedding (singer vectors, FAISS, map, tables, ``failures.csv``) is one code path:
 
 - each chunk still to do is one input row; a pool of actors (``ActorPoolStrategy(size=actors)``, one CPU and one
-  torch thread each, the encoders loaded once per actor) embeds a chunk with :func:`index.build.embed_files`
-  exactly as the in-process engine does, so the vectors are bit-identical, and returns one row per song
-  (``song_id, path, chunk, position, duration, timbre, melody, error``). A file that cannot be read gives a row
-  with its reason in ``error`` instead of aborting the dataset; those rows become ``failures.csv`` rows.
+  torch thread each, the encoders loaded once per actor) embeds a chunk with the function the build passes
+  (:func:`index.build.embed_files`), exactly as the in-process engine does, so the vectors are bit-identical,
+  and returns one row per song (``song_id, path, chunk, position, duration, timbre, melody, error``). A file
+  that cannot be read gives a row with its reason in ``error`` instead of aborting the dataset; those rows
+  become ``failures.csv`` rows.
 - the song rows stream to Parquet in ``build/ray/``. Ray writes part files under their final names, so a run
   that resumes reads every readable part (keyed by absolute path and song id), sets unreadable (torn) parts aside
   in ``build/torn/``, and embeds only the chunks not complete there.
 - at the end the rows are grouped into the chunk files the shared gather step reads.
 
-On one 2-core machine Ray costs seconds to start and 1.5-2.5 GB of memory (BENCHMARKS.md, "Ray engine"): it is
+On one 2-core machine Ray costs ~5 s to start and ~2 GB of memory (BENCHMARKS.md, "Ray engine"): it is
 for clusters; the in-process engine is the default. A local instance keeps one logical CPU beyond the actors,
 and the write tasks ask for half a CPU, or the actors hold every CPU and the pipeline never starts.
 """
@@ -64,13 +65,14 @@ class ChunkEmbedder:
     """Ray Data actor: loads the encoders once (from checkpoint bytes), one torch thread; embeds one chunk per
     call into per-song rows."""
 
-    def __init__(self, checkpoints: dict[str, bytes], sha256: dict[str, str]):
+    def __init__(self, checkpoints: dict[str, bytes], sha256: dict[str, str], embed):
         import tempfile
 
         from encoders.base import one_thread_per_process
         from encoders.checkpoint import load_encoder
 
         one_thread_per_process()
+        self.embed = embed
         self.encoders = {}
         with tempfile.TemporaryDirectory(prefix="singrec-ray-") as tmp:
             for k, data in checkpoints.items():
@@ -80,17 +82,16 @@ class ChunkEmbedder:
                     raise SingrecError(f"the {k} checkpoint changed on its way to a Ray worker")
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return pd.concat([embed_chunk_rows(int(r.chunk), list(r.song_ids), list(r.paths), self.encoders)
+        return pd.concat([embed_chunk_rows(int(r.chunk), list(r.song_ids), list(r.paths), self.encoders, self.embed)
                           for r in batch.itertuples()], ignore_index=True)
 
 
-def embed_chunk_rows(chunk: int, song_ids: list[str], paths: list[str], encoders: dict) -> pd.DataFrame:
+def embed_chunk_rows(chunk: int, song_ids: list[str], paths: list[str], encoders: dict, embed_files) -> pd.DataFrame:
     """One row per song of a chunk: its vectors and duration, or the reason it failed in ``error``.
 
-    The chunk goes through :func:`index.build.embed_files` whole (the in-process engine's unit, hence the same
-    bits); should that raise, each song is embedded alone and an exception is that song's ``error``."""
-    from index.build import embed_files
-
+    The chunk goes through ``embed_files`` (:func:`index.build.embed_files`: ``(vectors, durations, failures)``)
+    whole, the in-process engine's unit, hence the same bits; should that raise, each song is embedded alone and
+    an exception is that song's ``error``."""
     try:
         results = [embed_files(paths, encoders)]
         index_of = [list(range(len(paths)))]
@@ -172,7 +173,7 @@ def _start_ray(ray, address: str, actors: int | None) -> tuple[int, bool]:
     return actors, started
 
 
-def embed_chunks_on_ray(todo: pd.DataFrame, build_dir: Path, chunk_size: int, encoders: dict, *,
+def embed_chunks_on_ray(todo: pd.DataFrame, build_dir: Path, chunk_size: int, encoders: dict, embed_files, *,
                         progress: bool = True, address: str = "local",
                         actors: int | None = None) -> tuple[int, int, float]:
     """Ray Data counterpart of :func:`index.build.embed_chunks`: afterwards every ``build_dir/part-*.npz`` of
@@ -180,6 +181,7 @@ def embed_chunks_on_ray(todo: pd.DataFrame, build_dir: Path, chunk_size: int, en
 
     Parameters
     ----------
+    embed_files : :func:`index.build.embed_files` (passed in: this module sits beside the build, not below it)
     address : "local" (a private instance on this machine, ``actors`` + 1 CPUs), "auto" (the cluster this
         machine belongs to, started with ``ray start``) or "ray://HOST:10001" (a remote cluster's client port)
     actors : embedding actors (default: one per CPU, less one)
@@ -225,7 +227,7 @@ def embed_chunks_on_ray(todo: pd.DataFrame, build_dir: Path, chunk_size: int, en
         ds = ds.map_batches(ChunkEmbedder, batch_size=1, batch_format="pandas", num_cpus=1,
                             compute=ray.data.ActorPoolStrategy(size=actors),
                             fn_constructor_kwargs={"checkpoints": blobs, "sha256": {
-                                k: encoders[k].checkpoint_sha256 for k in KINDS}})
+                                k: encoders[k].checkpoint_sha256 for k in KINDS}, "embed": embed_files})
         ds.write_parquet(str(rows_dir), ray_remote_args={"num_cpus": 0.5})
     finally:
         if started:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from data.errors import SingrecError
-from index.build import build_catalogue_index
+from index.build import build_catalogue_index, embed_files
 from index.faiss_index import load_index, search
 from recsys.rank import Recommender
 
@@ -172,7 +172,7 @@ def test_torn_parts_are_set_aside_and_their_songs_embedded_again(tiny_catalogue,
     paths = songs.path[:2].tolist()
     rows_dir = tmp_path / "ray"
     rows_dir.mkdir()
-    good = embed_chunk_rows(0, songs.song_id[:2].tolist(), paths, tiny_encoders)
+    good = embed_chunk_rows(0, songs.song_id[:2].tolist(), paths, tiny_encoders, embed_files)
     pq.write_table(pa.Table.from_pandas(good), rows_dir / "a.parquet")
     pq.write_table(pa.Table.from_pandas(good), rows_dir / "b.parquet")
     data = (rows_dir / "b.parquet").read_bytes()
@@ -188,7 +188,7 @@ def test_bad_files_become_error_rows(tiny_catalogue, tiny_encoders, tmp_path):
     bad = tmp_path / "bad.flac"
     bad.write_bytes(b"garbage")
     good = str(Path(tiny_catalogue).parent / pd.read_csv(tiny_catalogue).path[0])
-    rows = embed_chunk_rows(7, ["s1", "s2"], [str(bad), good], tiny_encoders)
+    rows = embed_chunk_rows(7, ["s1", "s2"], [str(bad), good], tiny_encoders, embed_files)
     assert rows["position"].tolist() == [1, 0] and rows["chunk"].eq(7).all()
     assert rows["error"].isna().tolist() == [True, False] and "cannot decode" in rows["error"][1]
 
