@@ -192,20 +192,20 @@ def embed_chunks_on_ray(todo: pd.DataFrame, build_dir: Path, chunk_size: int, en
     rows_dir, torn_dir = build_dir / "ray", build_dir / "torn"
     dims = {k: int(encoders[k].dim) for k in KINDS}
     missing = [c for c in range(n_chunks) if not (build_dir / f"part-{c:05d}.npz").is_file()]
-    n_resumed = sum(len(chunks[c]) for c in range(n_chunks) if c not in set(missing))
+    n_resumed = len(todo) - sum(len(chunks[c]) for c in missing)
 
     def complete(rows: pd.DataFrame) -> tuple[list[int], pd.DataFrame]:
         """Write the chunk files whose songs all have rows; returns (chunks left, rows of the chunks written)."""
-        have = set(zip(rows["path"], rows["song_id"]))
+        where = {key: i for i, key in enumerate(zip(rows["path"], rows["song_id"]))}  # one row per key
         left, written = [], []
         for c in missing:
-            keys = list(zip((os.path.abspath(p) for p in chunks[c]["path"]), chunks[c]["song_id"]))
-            if all(k in have for k in keys):
-                mine = rows[[k in set(keys) for k in zip(rows["path"], rows["song_id"])]]
-                write_chunk(build_dir / f"part-{c:05d}.npz", mine, dims)
-                written.append(mine)
-            else:
+            at = [where.get(k) for k in zip((os.path.abspath(p) for p in chunks[c]["path"]), chunks[c]["song_id"])]
+            if None in at:
                 left.append(c)
+                continue
+            mine = rows.iloc[at]
+            write_chunk(build_dir / f"part-{c:05d}.npz", mine, dims)
+            written.append(mine)
         return left, (pd.concat(written) if written else rows.iloc[:0])
 
     before = read_rows(rows_dir, torn_dir)
