@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# autofaiss (index selection within a memory budget, index/faiss_index.py) pins numpy<2 and pandas<3 but
+	# runs on the versions above: installed without its pins
+	$(PY) -m pip install --quiet --no-deps autofaiss==2.18.0 embedding-reader==1.8.1 fire==0.7.1 termcolor
 	# torch pulls setuptools >= 81, which no longer ships pkg_resources; keep one that does.
 	$(PY) -m pip install --quiet 'setuptools<81'
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"

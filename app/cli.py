@@ -112,11 +112,18 @@ def index_cmd(
                                                             "(default: the shipped weights)."),
     index_key: str = typer.Option("auto", help="FAISS factory string for song indexes: auto, Flat, HNSW32, "
                                                "IVF4096,Flat, ... (auto: exact up to 100k songs)."),
+    index_memory: str = typer.Option("auto", help="Memory budget of each song index for --index-key auto, e.g. "
+                                                  "4G (auto: half the memory available); past it, a compressed index."),
     append: bool = typer.Option(False, "--append", help="Keep vectors of songs already indexed; embed only new ones."),
     chunk_size: int = typer.Option(32, help="Songs per resumable chunk."),
     fit_gender: Optional[str] = typer.Option(None, "--fit-gender", help="Catalogue column with the gender of some "
                                              "singers: fit the gender classifier on them and predict the rest."),
     keep: int = typer.Option(2, "--keep", help="Published snapshots kept in INDEX_DIR/snapshots (newest first)."),
+    engine: str = typer.Option("in-process", help="What embeds the songs: in-process, or ray (Ray Data; "
+                                                  "pip install singrec\\[ray]). The index is the same."),
+    address: str = typer.Option("local", help="--engine ray: local (a private Ray on this machine), auto (the "
+                                               "cluster joined with `ray start`) or ray://HOST:10001."),
+    actors: Optional[int] = typer.Option(None, help="--engine ray: embedding actors (default: CPUs less one)."),
 ):
     """Embed every song with both encoders and publish a new snapshot of the index directory (FAISS indexes,
     tables, map, predicted gender and measured range); readers switch to it at once, the previous snapshot stays
@@ -124,7 +131,8 @@ def index_cmd(
     from index.build import build_catalogue_index
 
     report = _run(build_catalogue_index, catalogue, out, checkpoints=checkpoints, index_key=index_key,
-                  append=append, chunk_size=chunk_size, fit_gender=fit_gender, keep=keep)
+                  append=append, chunk_size=chunk_size, fit_gender=fit_gender, keep=keep, engine=engine,
+                  address=address, actors=actors, index_memory=index_memory)
     typer.echo(report.summary())
     if len(report.failures):
         typer.echo(f"{len(report.failures)} file(s) could not be indexed "

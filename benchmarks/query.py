@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from encoders.base import l2_normalise, set_torch_threads
-from index.faiss_index import build_index, choose_index_key, recall_at_k, search
+from index.faiss_index import build_index, build_song_index, choose_index_key, recall_at_k, search
 from recsys.rank import Recommender
 
 
@@ -44,8 +44,11 @@ def latency(rec: Recommender, queries: list, rounds: int = 3, k: int = 10) -> tu
 
 
 def synthetic_recommender(n_songs: int, songs_per_singer: int, dims=(128, 64), seed: int = 0,
-                          index_key: str = "auto") -> Recommender:
-    """A Recommender over clustered random unit vectors (no audio), for scale tests."""
+                          index_key: str = "auto", built: dict | None = None,
+                          index_memory: str | int | None = None) -> Recommender:
+    """A Recommender over clustered random unit vectors (no audio), for scale tests. With ``built`` (a dict), the
+    song indexes come from ``build_song_index`` (within ``index_memory``, nprobe tuned) and ``built[kind]`` gets
+    its info plus the build seconds."""
     rng = np.random.default_rng(seed)
     n_singers = -(-n_songs // songs_per_singer)
     owner = np.repeat(np.arange(n_singers), songs_per_singer)[:n_songs]
@@ -59,7 +62,11 @@ def synthetic_recommender(n_songs: int, songs_per_singer: int, dims=(128, 64), s
         np.add.at(sums, owner, vecs[kind])
         singer_vecs[kind] = l2_normalise(sums)
         t0 = time.perf_counter()
-        indexes[kind] = build_index(vecs[kind], index_key)
+        if built is None:
+            indexes[kind] = build_index(vecs[kind], index_key)
+        else:
+            indexes[kind], built[kind] = build_song_index(vecs[kind], index_key, max_memory=index_memory)
+            built[kind]["seconds"] = time.perf_counter() - t0
         print(f"  built {kind} index {index_key if index_key != 'auto' else choose_index_key(n_songs)} "
               f"over {n_songs} x {d} in {time.perf_counter() - t0:.0f} s", flush=True)
     songs = pd.DataFrame({"song_id": [f"{names[o]}/{i}" for i, o in enumerate(owner)], "singer": names[owner]})

@@ -37,7 +37,7 @@ from data.catalogue import Catalogue
 from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
-from index.faiss_index import build_index, choose_index_key, default_nprobe, save_index
+from index.faiss_index import build_index, build_song_index, choose_index_key, parse_memory, save_index
 from index.attributes import add_voice_attributes, check_fit_gender, load_gender_classifier
 from index.lock import holds_index_lock
 from index.map import compute_map, reuse_map
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 32  # songs per resumable unit of work
 FAILURE_COLUMNS = ["song_id", "singer", "path", "reason"]
+ENGINES = ("in-process", "ray")  # what embeds the songs (the rest of the build is shared)
 
 
 @dataclass
@@ -130,6 +131,35 @@ def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, lis
     return vectors, durations, failures
 
 
+def embed_chunks(todo: pd.DataFrame, build_dir: Path, chunk_size: int, encoders: dict, *,
+                 progress: bool = True) -> tuple[int, int, float]:
+    """The in-process embedding engine: writes every ``build_dir/part-{c:05d}.npz`` of ``todo`` (songs
+    ``c * chunk_size`` on) not written yet. Returns ``(songs embedded, songs resumed, seconds of audio embedded)``.
+    ``index.ray_engine.embed_chunks_on_ray`` is the same contract on Ray Data."""
+    n_chunks = (len(todo) + chunk_size - 1) // chunk_size
+    n_embedded = n_resumed = 0
+    audio_seconds = 0.0
+    bar = tqdm(total=len(todo), desc="indexing", unit="song", disable=not progress)
+    for c in range(n_chunks):
+        part = build_dir / f"part-{c:05d}.npz"
+        rows = todo.iloc[c * chunk_size:(c + 1) * chunk_size]
+        if part.is_file():
+            n_resumed += len(rows)
+        else:
+            vectors, durations, failures = embed_files(rows["path"].tolist(), encoders)
+            failed = {i for i, _ in failures}
+            write_npz(part, song_ids=np.array([s for i, s in enumerate(rows["song_id"]) if i not in failed]),
+                      durations=durations, failed_ids=np.array([rows["song_id"].iloc[i] for i, _ in failures]),
+                      failed_reasons=np.array([r for _, r in failures]),
+                      **{f"vec_{k}": v for k, v in vectors.items()})
+            n_embedded += len(rows) - len(failures)
+            audio_seconds += float(durations.sum())
+            fault_point("chunk")
+        bar.update(len(rows))
+    bar.close()
+    return n_embedded, n_resumed, audio_seconds
+
+
 def _plan_key(song_ids: list[str], encoders: dict, chunk_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({k: encoder_info(encoders[k])["sha256"] for k in KINDS}).encode())
@@ -150,7 +180,9 @@ def _load_previous(snapshot: Path, encoders: dict) -> tuple[dict, pd.DataFrame, 
 def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path, *, encoders: dict | None = None,
                           checkpoints: str | Path | None = None, index_key: str = "auto", append: bool = False,
                           chunk_size: int = CHUNK_SIZE, progress: bool = True, seed: int = 0,
-                          fit_gender: str | None = None, keep: int = KEEP_SNAPSHOTS) -> BuildReport:
+                          fit_gender: str | None = None, keep: int = KEEP_SNAPSHOTS, engine: str = "in-process",
+                          address: str = "local", actors: int | None = None,
+                          index_memory: str | int | None = None) -> BuildReport:
     """Index a catalogue into ``out_dir`` (see module docstring).
 
     Parameters
@@ -158,12 +190,15 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     catalogue : folder, manifest, or a :class:`Catalogue`
     out_dir : the index directory (created); the build adds a snapshot and publishes it (index/store.py)
     encoders : {"timbre": enc, "melody": enc}; default: loaded from ``checkpoints`` (default: shipped weights)
-    index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs)
+    index_key : FAISS factory string for the song indexes, or "auto" (exact up to 100k songs, then by size and
+        ``index_memory``: bytes or "4G", default half the memory available; index/faiss_index.py)
     append : reuse the vectors of songs already in ``out_dir`` and embed only the new ones
     chunk_size : songs per resumable chunk
     fit_gender : a catalogue column with the gender of some singers: predicted gender comes from a classifier
         fitted on them (index/attributes.py) instead of the checkpoint folder's ``gender.pt``; named as in the catalogue
     keep : published snapshots kept (the newest ones; at least the current one)
+    engine : "in-process" (:func:`embed_chunks`) or "ray" (index/ray_engine.py: Ray Data at ``address``, "local",
+        "auto" or "ray://HOST:PORT", with ``actors`` embedding actors); the index is the same either way
 
     Raises
     ------
@@ -172,6 +207,11 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         message names it). All but the last two are raised before anything is embedded.
     """
     t0 = time.perf_counter()
+    if engine not in ENGINES:
+        raise SingrecError(f"unknown engine {engine!r} (use one of {', '.join(ENGINES)})")
+    if engine == "ray":
+        from index.ray_engine import import_ray
+        import_ray()  # without Ray: one line saying how to install it, before any work
     set_torch_threads()
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue.open(catalogue)
     check_metadata(cat)
@@ -212,28 +252,14 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         write_json(plan_path, {"key": key, "songs": len(todo_ids), "chunk_size": chunk_size,
                                "catalogue": str(cat.source)})
 
-    # ---- embed the songs still to do, chunk by chunk
+    # ---- embed the songs still to do, chunk by chunk: afterwards every build/part-*.npz exists
     n_chunks = (len(todo_ids) + chunk_size - 1) // chunk_size
-    n_embedded = n_resumed = 0
-    audio_seconds = 0.0
-    bar = tqdm(total=len(todo_ids), desc="indexing", unit="song", disable=not progress)
-    for c in range(n_chunks):
-        part = build_dir / f"part-{c:05d}.npz"
-        rows = todo.iloc[c * chunk_size:(c + 1) * chunk_size]
-        if part.is_file():
-            n_resumed += len(rows)
-        else:
-            vectors, durations, failures = embed_files(rows["path"].tolist(), encoders)
-            failed = {i for i, _ in failures}
-            write_npz(part, song_ids=np.array([s for i, s in enumerate(rows["song_id"]) if i not in failed]),
-                      durations=durations, failed_ids=np.array([rows["song_id"].iloc[i] for i, _ in failures]),
-                      failed_reasons=np.array([r for _, r in failures]),
-                      **{f"vec_{k}": v for k, v in vectors.items()})
-            n_embedded += len(rows) - len(failures)
-            audio_seconds += float(durations.sum())
-            fault_point("chunk")
-        bar.update(len(rows))
-    bar.close()
+    if engine == "ray":
+        from index.ray_engine import embed_chunks_on_ray
+        n_embedded, n_resumed, audio_seconds = embed_chunks_on_ray(todo, build_dir, chunk_size, encoders, embed_files,
+                                                                   progress=progress, address=address, actors=actors)
+    else:
+        n_embedded, n_resumed, audio_seconds = embed_chunks(todo, build_dir, chunk_size, encoders, progress=progress)
 
     # ---- gather: previous vectors of songs still in the catalogue + this build's chunks
     ids, durs, vecs, fails = [], [], {k: [] for k in KINDS}, []
@@ -283,7 +309,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     # ---- the same songs as the previous index (--append with nothing new): its vectors are these, so its map
     # layout and FAISS files are what this build would compute again
-    song_key = choose_index_key(len(songs)) if index_key == "auto" else index_key
+    dim = max(int(v.shape[1]) for v in song_vecs.values())  # one key for both song indexes, within the budget
+    song_key = choose_index_key(len(songs), dim, parse_memory(index_memory)) if index_key == "auto" else index_key
     unchanged = bool(prev_info) and prev_info["map"].get("seed") == seed and \
         prev_songs["song_id"].tolist() == songs["song_id"].tolist()
     map_df = reuse_map(pd.read_parquet(prev_snap / "map.parquet"), songs, singers) if unchanged else None
@@ -297,6 +324,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     # ---- write a new snapshot folder, then publish it (index/store.py)
     sid = next_snapshot_id(out_dir)
     stage = out_dir / SNAPSHOTS / f"{sid}{PARTIAL}"
+    recall = prev_info["faiss"].get("recall_at_10", {}) if reuse_faiss else {}
     for k in KINDS:
         write_npy(stage / "embeddings" / f"songs_{k}.npy", song_vecs[k])
         write_npy(stage / "embeddings" / f"singers_{k}.npy", singer_vecs[k])
@@ -306,9 +334,9 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
                     if (prev_snap / f).is_file():
                         link_or_copy(prev_snap / f, stage / f)
             continue
-        idx = build_index(song_vecs[k], song_key, seed=seed)
-        extra = {"nprobe": default_nprobe(song_key)} if song_key.startswith("IVF") else {}
-        save_index(idx, stage / f"{k}_songs.faiss", info={"factory": song_key, "encoder": k, **extra})
+        idx, built = build_song_index(song_vecs[k], song_key, seed=seed)  # recall@10 vs exact, nprobe tuned
+        recall[k] = built["recall_at_10"]
+        save_index(idx, stage / f"{k}_songs.faiss", info={"encoder": k, **built})
         save_index(build_index(singer_vecs[k], "Flat"), stage / f"{k}_singers.faiss",
                    info={"factory": "Flat", "encoder": k})
     write_parquet(stage / "songs.parquet", songs)
@@ -327,7 +355,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
         "features": features.to_dict(),
         "dims": {k: int(song_vecs[k].shape[1]) for k in KINDS},
         "counts": {"songs": len(songs), "singers": len(singers), "failures": len(failures)},
-        "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product"},
+        "faiss": {"songs": song_key, "singers": "Flat", "metric": "inner_product", "recall_at_10": recall},
         "map": map_info,
         "attributes": attributes,
         "metadata_columns": cat.metadata_columns,
