@@ -43,13 +43,16 @@ def test_song_index_is_tuned_to_the_target_recall_and_reloads_so(key, tmp_path):
 
 
 def test_index_json_records_the_recall(tiny_index, tiny_catalogue, tiny_encoders, tmp_path):
-    info = json.loads((tiny_index / "index.json").read_text())
+    from index.store import current_snapshot
+
+    info = json.loads((current_snapshot(tiny_index) / "index.json").read_text())
     assert info["faiss"]["recall_at_10"] == {"timbre": 1.0, "melody": 1.0}  # Flat: exact
     out = tmp_path / "ivf"
     shutil.copytree(tiny_index, out)  # append with nothing new: only the FAISS files are rebuilt
     build_catalogue_index(tiny_catalogue, out, encoders=tiny_encoders, index_key="IVF2,Flat", append=True,
                           progress=False)
-    info = json.loads((out / "index.json").read_text())
+    snap = current_snapshot(out)
+    info = json.loads((snap / "index.json").read_text())
     assert info["faiss"]["songs"] == "IVF2,Flat" and set(info["faiss"]["recall_at_10"]) == {"timbre", "melody"}
-    sidecar = json.loads((out / "timbre_songs.faiss.json").read_text())
+    sidecar = json.loads((snap / "timbre_songs.faiss.json").read_text())
     assert sidecar["recall_queries"] == 12 and 0 < sidecar["recall_at_10"] <= 1 and sidecar["nprobe"] >= 1

@@ -19,6 +19,7 @@ import pytest
 
 from data.errors import SingrecError
 from index.build import build_catalogue_index, embed_files
+from index.store import current_snapshot, current_snapshot_id
 from index.faiss_index import load_index, search
 from recsys.rank import Recommender
 
@@ -107,10 +108,10 @@ def _ray_build(manifest, out, checkpoints, tmp_path, *, kill_when=None) -> tuple
 
 def _top10(index_dir: Path) -> dict:
     """Every song's 10 nearest songs by each encoder, and every singer's similar singers."""
-    out = {}
+    out, snap = {}, current_snapshot(index_dir)
     for kind in ("timbre", "melody"):
-        vectors = np.load(index_dir / "embeddings" / f"songs_{kind}.npy")
-        out[kind] = search(load_index(index_dir / f"{kind}_songs.faiss"), vectors, 10)[1]
+        vectors = np.load(snap / "embeddings" / f"songs_{kind}.npy")
+        out[kind] = search(load_index(snap / f"{kind}_songs.faiss"), vectors, 10)[1]
     rec = Recommender.load(index_dir)
     out["singers"] = [rec.similar_singers(s, k=10)["singer"].tolist() for s in rec.singers["singer"]]
     return out
@@ -137,18 +138,20 @@ def test_ray_engine_killed_and_restarted_equals_in_process(catalogue_with_a_corr
                                 kill_when=lambda: rows.is_dir() and any(rows.glob("*.parquet")))
     assert first.returncode == -signal.SIGKILL, "the Ray build ended before it could be killed"
     assert started, "no Ray process was seen"
-    assert not (out / "index.json").exists()
+    assert current_snapshot_id(out) is None  # nothing published by the killed build
 
     second, started = _ray_build(manifest, out, tiny_checkpoints, tmp_path)
     assert "resumed" in second.stdout and " 0 resumed" not in second.stdout, second.stdout
     assert not [p for p in started if _alive(p)], "Ray processes outlived ray.shutdown()"
 
+    ref_snap, out_snap = current_snapshot(ref), current_snapshot(out)
     for kind in ("timbre", "melody"):
-        a, b = (np.load(d / "embeddings" / f"songs_{kind}.npy") for d in (ref, out))
+        a, b = (np.load(d / "embeddings" / f"songs_{kind}.npy") for d in (ref_snap, out_snap))
         assert a.shape == (11, a.shape[1]) and np.array_equal(a, b), kind  # bit-identical
-    assert (ref / "failures.csv").read_text() == (out / "failures.csv").read_text()
-    assert "cannot decode" in (out / "failures.csv").read_text()
-    pd.testing.assert_frame_equal(pd.read_parquet(ref / "songs.parquet"), pd.read_parquet(out / "songs.parquet"))
+    assert (ref_snap / "failures.csv").read_text() == (out_snap / "failures.csv").read_text()
+    assert "cannot decode" in (out_snap / "failures.csv").read_text()
+    pd.testing.assert_frame_equal(pd.read_parquet(ref_snap / "songs.parquet"),
+                                  pd.read_parquet(out_snap / "songs.parquet"))
     a, b = _top10(ref), _top10(out)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
