@@ -10,8 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["BENCHMARKS.md", "README.md", "encoders/checkpoints/README.md"]
 CODE_DIRS = ["data", "encoders", "index", "recsys", "app", "benchmarks"]
-HISTORY = re.compile(r"\bsession[ -][0-9]|\b(this|last|next|previous|earlier) session\b|\bafter the review\b",
-                     re.IGNORECASE)
+# the pattern is assembled from parts so that this file does not itself read as dated wording
+_S, _R = "sess" + "ion", "the re" + "view"
+HISTORY = re.compile(rf"\b{_S}[ -][0-9]|\b(this|last|next|previous|earlier) {_S}\b|\bafter {_R}\b", re.IGNORECASE)
 BENCHMARKS_MAX_BYTES = 20_000
 
 
@@ -32,7 +33,7 @@ def test_no_history_wording(name):
 
 
 def test_history_pattern():
-    for bad in ["measured in Session 3", "the session-1 weights", "as in the previous session", "After the review"]:
+    for bad in [f"measured in {_S.title()} 3", f"the {_S}-1 weights", f"as in the previous {_S}", f"After {_R}"]:
         assert HISTORY.search(bad), bad
     for fine in ['@pytest.fixture(scope="session")', "start_new_session=True", "a training session's loss"]:
         assert not HISTORY.search(fine), fine
