@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from data.errors import SingrecError
-from data.features import DEFAULT_FEATURES
 from encoders.base import l2_normalise
 from encoders.melody import MelodyConfig, log_power_spectrum, salience_from_log_power
 
@@ -95,24 +94,6 @@ def sung_range(wave: np.ndarray, *, sample_rate: int = 16000, cfg: PitchConfig =
     if voiced.sum() * cfg.hop_length / sample_rate < cfg.min_voiced_s:
         return np.full(3, np.nan, np.float32)
     return np.percentile(midi[voiced], [cfg.low_pct, 50.0, cfg.high_pct]).astype(np.float32)
-
-
-class RangeMeter:
-    """The sung range as an embedder beside the encoders (``encoders.embed.embed_songs``), so the indexer reads
-    each song once: ``embed_waveforms`` -> float32 (N, 3) rows [low, centre, high] MIDI (not unit vectors)."""
-
-    name = "range"
-    dim = 3
-    input_kind = "waveform"
-
-    def __init__(self, cfg: PitchConfig = PitchConfig()):
-        self.cfg = cfg
-        self.features = DEFAULT_FEATURES
-
-    def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.stack([sung_range(w, sample_rate=self.features.sample_rate, cfg=self.cfg) for w in waves]) \
-            if len(waves) else np.zeros((0, 3), np.float32)
-        return out.astype(np.float32)
 
 
 def note_name(midi: float) -> str:
@@ -221,5 +202,5 @@ def leave_one_singer_out(speaker: np.ndarray, is_female: Sequence[bool], singers
     return float(np.mean(hits)) if hits else float("nan")
 
 
-__all__ = ["PitchConfig", "f0_track", "sung_range", "RangeMeter", "note_name", "voice_type", "speaker_part",
+__all__ = ["PitchConfig", "f0_track", "sung_range", "note_name", "voice_type", "speaker_part",
            "gender_labels", "GenderConfig", "GenderClassifier", "pool_singers", "leave_one_singer_out", "TESSITURA"]
