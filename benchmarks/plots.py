@@ -253,6 +253,39 @@ def save(fig, out: Path) -> None:
     print(f"wrote {out}")
 
 
+def plot_scale(args) -> None:
+    """Build time and query p99 against catalogue size, from ``scale.py --json`` (the 10^7 build time on paper)."""
+    data = json.loads(args.json_in.read_text())
+    rows = sorted(data["rows"], key=lambda r: r["songs"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4))
+    n = [r["songs"] for r in rows]
+    a.plot(n, [max(r["build_s"], 0.1) for r in rows], "o-", color="C0", lw=2, label="measured (both song indexes)")
+    a.plot([n[-1], data["paper"]["songs"]], [rows[-1]["build_s"], data["paper"]["build_s"]], "o:", color="C0",
+           mfc="white", label=f"10^7 on paper ({data['paper']['key']})")
+    for r in rows:
+        a.annotate(f"{r['key']}
+{r['build_s']:.0f} s, peak {r['peak_gb']:.1f} GB", (r["songs"], max(r["build_s"], 0.1)),
+                   textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+    a.set(xscale="log", yscale="log", xlabel="songs (log scale)", ylabel="build seconds (log scale)",
+          title="Building the song indexes (--index-key auto)")
+    b.plot(n, [r["p99_ms"] for r in rows], "s-", color="C1", lw=2, label="p99")
+    b.plot(n, [r["p50_ms"] for r in rows], "o-", color="C0", lw=2, label="p50")
+    b.axhline(50, color="C3", ls="--", lw=1.2, label="target at 1M songs: p99 <= 50 ms")
+    for r in rows:
+        b.annotate(f"recall@10 {r['recall']['timbre']:.3f}", (r["songs"], r["p99_ms"]), textcoords="offset points",
+                   xytext=(0, 8), ha="center", fontsize=8)
+    b.set(xscale="log", ylim=(0, 60), xlabel="songs (log scale)", ylabel="similar_singers latency (ms)",
+          title="Query latency")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"singrec at catalogue scale: synthetic 128-d / 64-d vectors, commit {data['commit']}, "
+                 f"2 cores, load {data['load'][0]:.1f}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="picture", required=True)
@@ -272,6 +305,10 @@ def main() -> None:
     p.add_argument("json_in", type=Path, help="written by query.py --json")
     p.add_argument("--out", type=Path, default=DOCS / "latency.png")
     p.set_defaults(fn=plot_latency)
+    p = sub.add_parser("scale", help="build time and query p99 against catalogue size -> docs/scale.png")
+    p.add_argument("json_in", type=Path, help="written by scale.py --json")
+    p.add_argument("--out", type=Path, default=DOCS / "scale.png")
+    p.set_defaults(fn=plot_scale)
     args = ap.parse_args()
     args.fn(args)
 

@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--index-memory", default="auto")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here (plots.py scale reads them)")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -76,6 +77,12 @@ def main() -> None:
               f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
     print(f"| {n7:,} (on paper) | {paper['key']} | ~{paper['build_s']:.0f} | - | ~{paper['index_gb']:.1f} "
           "| - | - | - |")
+    if args.json:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "paper": paper, "commit": commit,
+                                         "load": list(__import__("os").getloadavg())}, indent=1))
 
 
 if __name__ == "__main__":
