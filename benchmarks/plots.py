@@ -263,8 +263,7 @@ def plot_scale(args) -> None:
     a.plot([n[-1], data["paper"]["songs"]], [rows[-1]["build_s"], data["paper"]["build_s"]], "o:", color="C0",
            mfc="white", label=f"10^7 on paper ({data['paper']['key']})")
     for r in rows:
-        a.annotate(f"{r['key']}
-{r['build_s']:.0f} s, peak {r['peak_gb']:.1f} GB", (r["songs"], max(r["build_s"], 0.1)),
+        a.annotate(f"{r['key']}\n{r['build_s']:.0f} s, peak {r['peak_gb']:.1f} GB", (r["songs"], max(r["build_s"], 0.1)),
                    textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
     a.set(xscale="log", yscale="log", xlabel="songs (log scale)", ylabel="build seconds (log scale)",
           title="Building the song indexes (--index-key auto)")
