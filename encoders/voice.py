@@ -180,13 +180,6 @@ class GenderClassifier:
         return cls(sd["weight"].double().numpy()[0], float(sd["bias"][0]), GenderConfig(**ckpt["config"]))
 
 
-def pool_singers(p: np.ndarray, singers: Sequence) -> dict:
-    """{singer: mean P(f) over its songs}."""
-    import pandas as pd
-
-    return pd.Series(np.asarray(p, np.float64)).groupby(np.asarray(singers)).mean().to_dict()
-
-
 def leave_one_singer_out(speaker: np.ndarray, is_female: Sequence[bool], singers: Sequence,
                          cfg: GenderConfig = GenderConfig()) -> float:
     """Singer-level accuracy of classifiers each fitted without one labelled singer and tested on it (singers
@@ -203,4 +196,4 @@ def leave_one_singer_out(speaker: np.ndarray, is_female: Sequence[bool], singers
 
 
 __all__ = ["PitchConfig", "f0_track", "sung_range", "note_name", "voice_type", "speaker_part",
-           "gender_labels", "GenderConfig", "GenderClassifier", "pool_singers", "leave_one_singer_out", "TESSITURA"]
+           "gender_labels", "GenderConfig", "GenderClassifier", "leave_one_singer_out", "TESSITURA"]
