@@ -296,18 +296,15 @@ def main() -> None:
     p.add_argument("--from-json", type=Path, default=None, help="plot curves written by --json (no computing)")
     p.add_argument("--out", type=Path, default=DOCS / "real_topk.png")
     p.set_defaults(fn=plot_topk)
-    p = sub.add_parser("throughput", help="embedding throughput per stage -> docs/throughput.png")
-    p.add_argument("json_in", type=Path, help="written by encoder_quality.py --parts throughput --json")
-    p.add_argument("--out", type=Path, default=DOCS / "throughput.png")
-    p.set_defaults(fn=plot_throughput)
-    p = sub.add_parser("latency", help="query latency against catalogue size -> docs/latency.png")
-    p.add_argument("json_in", type=Path, help="written by query.py --json")
-    p.add_argument("--out", type=Path, default=DOCS / "latency.png")
-    p.set_defaults(fn=plot_latency)
-    p = sub.add_parser("scale", help="build time and query p99 against catalogue size -> docs/scale.png")
-    p.add_argument("json_in", type=Path, help="written by scale.py --json")
-    p.add_argument("--out", type=Path, default=DOCS / "scale.png")
-    p.set_defaults(fn=plot_scale)
+    # the pictures drawn from a benchmark's JSON: (name -> docs/<name>.png, function, what it shows, what writes the JSON)
+    for name, fn, what, source in (
+            ("throughput", plot_throughput, "embedding throughput per stage", "encoder_quality.py --parts throughput --json"),
+            ("latency", plot_latency, "query latency against catalogue size", "query.py --json"),
+            ("scale", plot_scale, "build time and query p99 against catalogue size", "scale.py --json")):
+        p = sub.add_parser(name, help=f"{what} -> docs/{name}.png")
+        p.add_argument("json_in", type=Path, help=f"written by {source}")
+        p.add_argument("--out", type=Path, default=DOCS / f"{name}.png")
+        p.set_defaults(fn=fn)
     args = ap.parse_args()
     args.fn(args)
 
