@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import time
@@ -110,8 +111,8 @@ def main() -> None:
     text = table(results, args.k) + "\n\nChoosing the default timbre weight (clips):\n\n" + weight_sweep(
         work / "index-clips", args.k)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    load = ", ".join(f"{x:.1f}" for x in __import__("os").getloadavg())
-    where = (f"Commit {commit}, {platform.machine()} with {__import__('os').cpu_count()} cores (load {load}); "
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    where = (f"Commit {commit}, {platform.machine()} with {os.cpu_count()} cores (load {load}); "
              f"`python benchmarks/realdev.py DEV --work W`; indexing {seconds['clips']:.0f} s (clips) and "
              f"{seconds['songs']:.0f} s (songs), one torch thread.")
     print(text)

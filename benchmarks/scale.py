@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import subprocess
@@ -82,7 +83,7 @@ def main() -> None:
                                 text=True).stdout.strip()
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": rows, "paper": paper, "commit": commit,
-                                         "load": list(__import__("os").getloadavg())}, indent=1))
+                                         "load": list(os.getloadavg())}, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ def twin_catalogue(tiny_catalogue, tmp_path_factory):
     rows = []
     for _, r in src.iterrows():
         for copy in ("", "-copy"):
-            rel = f"audio/{r['singer']}/{pd.io.common.Path(r['path']).stem}{copy}.flac"
+            rel = f"audio/{r['singer']}/{Path(r['path']).stem}{copy}.flac"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tiny_catalogue.parent / r["path"], root / rel)
             rows.append({"path": rel, "singer": r["singer"], "song": f"{r['singer']}/{r['path']}"})
