@@ -335,8 +335,8 @@ def train_gender(cat: Catalogue, out_path: Path, *, timbre_checkpoint: Path | No
     with a ``gender`` column (e.g. a synthetic one) and write it as a ``gender`` checkpoint. Its metrics: training
     songs and singers, and leave-one-singer-out accuracy."""
     from encoders.checkpoint import load_encoder
-    from encoders.embed import embed_songs
-    from encoders.voice import GenderClassifier, GenderConfig, gender_labels, leave_one_singer_out, speaker_part
+    from encoders.speaker import speaker_vectors
+    from encoders.voice import GenderClassifier, GenderConfig, gender_labels, leave_one_singer_out
 
     songs = cat.songs
     if "gender" not in songs:
@@ -344,11 +344,22 @@ def train_gender(cat: Catalogue, out_path: Path, *, timbre_checkpoint: Path | No
     labels = gender_labels(songs["gender"])
     known = labels != None  # noqa: E711 (element-wise)
     timbre = load_encoder(timbre_checkpoint or DEFAULT_CHECKPOINTS["timbre"], kind="timbre")
+    if timbre.speaker is None:
+        raise SingrecError("the gender classifier reads the speaker part of the timbre vector; this timbre encoder "
+                           "has none", timbre_checkpoint or DEFAULT_CHECKPOINTS["timbre"])
     t0 = time.perf_counter()
-    vectors, failures = embed_songs(songs.loc[known, "path"].tolist(), {"timbre": timbre}, on_error="skip",
-                                    progress=progress)
-    ok = np.delete(np.flatnonzero(known), [f.index for f in failures])
-    speaker, y = speaker_part(vectors["timbre"]), labels[ok] == "f"
+    # the classifier reads only the speaker part of the timbre vector: the TDNN is not run; chunks bound memory
+    rows, blocks, failures = np.flatnonzero(known), [], []
+    ok = []
+    for start in range(0, len(rows), 256):
+        chunk = rows[start:start + 256]
+        waves, failed = load_waves(songs["path"].to_numpy()[chunk].tolist(), sr=timbre.features.sample_rate,
+                                   progress=progress)
+        failures += failed
+        ok += [i for i, w in zip(chunk, waves) if w is not None]
+        blocks.append(speaker_vectors([w for w in waves if w is not None], timbre.speaker))
+    ok = np.asarray(ok, dtype=int)
+    speaker, y = np.concatenate(blocks), labels[ok] == "f"
     cfg = GenderConfig(speaker_key=timbre.speaker_key)
     clf = GenderClassifier.fit(speaker, y, cfg)
     singers = songs["singer"].to_numpy()[ok]
@@ -357,8 +368,8 @@ def train_gender(cat: Catalogue, out_path: Path, *, timbre_checkpoint: Path | No
                "loso_singer_accuracy": leave_one_singer_out(speaker, y, singers, cfg)}
     log.info("gender: %s", metrics)
     save_checkpoint(out_path, kind="gender", model=clf.module(), config=clf.config(), features=DEFAULT_FEATURES,
-                    metrics=metrics, data=_data_summary(cat, list(songs["song_id"][ok]), [], [
-                        (f.path, f.reason) for f in failures], _manifest_sha(cat)),
+                    metrics=metrics, data=_data_summary(cat, list(songs["song_id"].to_numpy()[ok]), [], failures,
+                                                        _manifest_sha(cat)),
                     train={"command": command or _command(), "seconds": round(time.perf_counter() - t0, 1)})
     return out_path
 
