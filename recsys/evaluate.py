@@ -22,8 +22,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from data.errors import SingrecError
-from encoders.base import l2_normalise
-from encoders.base import ground_truth_neighbours, ndcg_at_k, ranking_ndcg  # noqa: F401  (also for callers of this module)
+from encoders.base import (ground_truth_neighbours, l2_normalise, ndcg_at_k,  # noqa: F401  (also for callers)
+                           ranking_ndcg)
 
 
 def _cosine(emb: np.ndarray) -> np.ndarray:
