@@ -69,12 +69,26 @@ def _read_holder(fd: int) -> dict | None:
         return None
 
 
+def _dead(holder: dict) -> bool:
+    """Whether a record names a process of this host that no longer runs (a killed build's record)."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, OverflowError):
+        return False
+    return False
+
+
 def _read_holder_waiting(fd: int) -> dict | None:
-    """The holder's record; waits up to HOLDER_WAIT seconds for a holder that has just taken the lock."""
+    """The holder's record; waits up to HOLDER_WAIT seconds while the file is empty or still names a dead build,
+    as it does for a moment after a holder has taken the lock and before it has written its own record."""
     deadline = time.monotonic() + HOLDER_WAIT
     while True:
         holder = _read_holder(fd)
-        if holder is not None or time.monotonic() >= deadline:
+        if (holder is not None and not _dead(holder)) or time.monotonic() >= deadline:
             return holder
         time.sleep(0.02)
 
