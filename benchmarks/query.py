@@ -43,7 +43,10 @@ def latency(rec: Recommender, queries: list, rounds: int = 3, k: int = 10) -> tu
     return float(np.median(ms)), float(np.percentile(ms, 99))
 
 
-def synthetic_recommender(n_songs: int, songs_per_singer: int, dims=(128, 64), seed: int = 0,
+SHIPPED_DIMS = (384, 128)  # timbre (GE2E 256 + TDNN 128, encoders/timbre.py), melody: the shipped checkpoints' dims
+
+
+def synthetic_recommender(n_songs: int, songs_per_singer: int, dims=SHIPPED_DIMS, seed: int = 0,
                           index_key: str = "auto", built: dict | None = None,
                           index_memory: str | int | None = None) -> Recommender:
     """A Recommender over clustered random unit vectors (no audio), for scale tests. With ``built`` (a dict), the

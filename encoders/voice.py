@@ -96,6 +96,29 @@ def sung_range(wave: np.ndarray, *, sample_rate: int = 16000, cfg: PitchConfig =
     return np.percentile(midi[voiced], [cfg.low_pct, 50.0, cfg.high_pct]).astype(np.float32)
 
 
+class RangeMeter:
+    """The sung range as an embedder (:func:`encoders.embed.embed_songs`), so that an index build measures it
+    from the audio its encoders decode anyway: ``embed_waveforms(waves)`` -> float32 (B, 3) rows of
+    :func:`sung_range` (MIDI, NaN when too little is voiced; not unit rows).
+
+    Parameters
+    ----------
+    features : the FeatureConfig of the encoders it runs beside (embed_songs decodes once for all at its rate)
+    """
+
+    name = "range"
+    input_kind = "waveform"
+    dim = 3
+
+    def __init__(self, features, cfg: PitchConfig = PitchConfig()):
+        self.features = features
+        self.cfg = cfg
+
+    def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        rows = [sung_range(w, sample_rate=self.features.sample_rate, cfg=self.cfg) for w in waves]
+        return np.stack(rows) if rows else np.zeros((0, 3), np.float32)
+
+
 def note_name(midi: float) -> str:
     """'A2'-style note name of the nearest semitone ('' for NaN)."""
     return "" if not np.isfinite(midi) else librosa.midi_to_note(int(round(float(midi))), unicode=False)
@@ -195,5 +218,5 @@ def leave_one_singer_out(speaker: np.ndarray, is_female: Sequence[bool], singers
     return float(np.mean(hits)) if hits else float("nan")
 
 
-__all__ = ["PitchConfig", "f0_track", "sung_range", "note_name", "voice_type", "speaker_part",
+__all__ = ["PitchConfig", "f0_track", "sung_range", "RangeMeter", "note_name", "voice_type", "speaker_part",
            "gender_labels", "GenderConfig", "GenderClassifier", "leave_one_singer_out", "TESSITURA"]

@@ -52,12 +52,15 @@ def check_fit_gender(songs: pd.DataFrame, column: str) -> pd.Series:
     return lab
 
 
-def _ranges(songs: pd.DataFrame, previous: pd.DataFrame | None, progress: bool) -> np.ndarray:
-    """(N, 3) range rows of ``songs``: reused from ``previous`` (same song id) or measured from the audio."""
+def _ranges(songs: pd.DataFrame, previous: pd.DataFrame | None, measured: dict, progress: bool) -> np.ndarray:
+    """(N, 3) range rows of ``songs``: measured while embedding (``measured``, by song id), else reused from
+    ``previous`` (same song id), else measured from the audio (chunks of an interrupted build by a singrec that
+    did not measure while embedding)."""
     out = np.full((len(songs), 3), np.nan, np.float32)
     known = {}
     if previous is not None and set(RANGE_COLUMNS) <= set(previous.columns):
         known = dict(zip(previous["song_id"], previous[RANGE_COLUMNS].to_numpy(np.float32)))
+    known.update(measured)
     todo = [i for i, s in enumerate(songs["song_id"]) if s not in known]
     for i, s in enumerate(songs["song_id"]):
         if s in known:
@@ -77,7 +80,8 @@ def _range_columns(rows: np.ndarray) -> dict:
 
 def add_voice_attributes(songs: pd.DataFrame, singers: pd.DataFrame, timbre_vectors: np.ndarray, *,
                          classifier: GenderClassifier | None, fit_gender: str | None = None,
-                         previous: pd.DataFrame | None = None, progress: bool = True
+                         previous: pd.DataFrame | None = None, measured: dict | None = None,
+                         progress: bool = True
                          ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Songs and singers tables with the attribute columns (module docstring) added, and what index.json records.
 
@@ -88,6 +92,8 @@ def add_voice_attributes(songs: pd.DataFrame, singers: pd.DataFrame, timbre_vect
     classifier : the gender classifier (e.g. the shipped ``gender.pt``); ignored with ``fit_gender``
     fit_gender : a column of the catalogue with the gender of some singers: a classifier is fitted on them
     previous : the previous index's songs table, whose measured ranges are reused by song id
+    measured : {song id: (3,) sung range} measured while the songs were embedded; the songs neither here nor in
+        ``previous`` are measured from their audio
     """
     speaker = speaker_part(timbre_vectors) if classifier is not None or fit_gender else None
     info: dict = {}
@@ -116,7 +122,7 @@ def add_voice_attributes(songs: pd.DataFrame, singers: pd.DataFrame, timbre_vect
             given = table["singer"].map(labels)
             table["gender_pred"] = np.where(given.notna(), given, np.where(table["gender_p"] > 0.5, "f", "m"))
             table["gender_source"] = np.where(given.notna(), "label", "predicted")
-    rows = _ranges(songs, previous, progress)
+    rows = _ranges(songs, previous, measured or {}, progress)
     for c, v in _range_columns(rows).items():
         songs[c] = v
     singer_rows = pd.DataFrame(rows, columns=RANGE_COLUMNS).groupby(songs["singer"].to_numpy()).median()

@@ -37,6 +37,7 @@ from data.catalogue import Catalogue
 from data.errors import SingrecError
 from encoders.base import l2_normalise, set_torch_threads
 from encoders.embed import embed_songs
+from encoders.voice import RangeMeter
 from index.faiss_index import build_index, build_song_index, choose_index_key, parse_memory, save_index
 from index.attributes import add_voice_attributes, check_fit_gender, load_gender_classifier
 from index.lock import holds_index_lock
@@ -115,16 +116,18 @@ def check_metadata(cat: Catalogue) -> None:
 
 
 def embed_files(paths: list[str], encoders: dict) -> tuple[dict, np.ndarray, list[tuple[int, str]]]:
-    """Embed audio files with every encoder; files that fail are reported, not raised.
+    """Embed audio files with every encoder and measure their sung range from the same decoded audio; files
+    that fail are reported, not raised.
 
     Returns
     -------
-    vectors : {kind: float32 (M, d)} unit vectors for the M files that loaded, in input order
+    vectors : {kind: float32 (M, d)} for the M files that loaded, in input order: the encoders' unit vectors
+        (``KINDS``) and ``"range"``, (M, 3) sung ranges (:class:`encoders.voice.RangeMeter`)
     durations : float32 (M,) seconds
     failures : [(position in ``paths``, reason)]
     """
-    *arrays, failed = embed_songs(paths, {k: encoders[k] for k in KINDS}, on_error="skip", progress=False)
-    vectors = dict(zip(KINDS, arrays))  # embed_songs returns (timbre, melody, failures)
+    named = {**{k: encoders[k] for k in KINDS}, "range": RangeMeter(encoders["timbre"].features)}
+    vectors, failed = embed_songs(paths, named, on_error="skip", progress=False)
     failures = [(f.index, f.reason) for f in failed]
     bad = {i for i, _ in failures}
     durations = np.array([sf.info(p).duration for i, p in enumerate(paths) if i not in bad], np.float32)
@@ -263,6 +266,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
 
     # ---- gather: previous vectors of songs still in the catalogue + this build's chunks
     ids, durs, vecs, fails = [], [], {k: [] for k in KINDS}, []
+    measured = {}  # song id -> sung range measured while embedding (chunks written by this version)
     keep_prev = prev_songs["song_id"].isin(set(cat.songs["song_id"])).to_numpy()
     if keep_prev.any():
         ids += prev_songs["song_id"][keep_prev].tolist()
@@ -276,6 +280,8 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
             for k in KINDS:
                 vecs[k].append(l2_normalise(z[f"vec_{k}"]) if len(z[f"vec_{k}"]) else z[f"vec_{k}"])
             fails += list(zip(z["failed_ids"].tolist(), z["failed_reasons"].tolist()))
+            if "vec_range" in z.files:
+                measured.update(zip(z["song_ids"].tolist(), z["vec_range"]))
     by_id = cat.songs.set_index("song_id")
     failures = pd.DataFrame([{"song_id": s, "singer": by_id.at[s, "singer"], "path": by_id.at[s, "path"],
                               "reason": r} for s, r in fails], columns=FAILURE_COLUMNS)
@@ -305,7 +311,7 @@ def build_catalogue_index(catalogue: str | Path | Catalogue, out_dir: str | Path
     singers = singers.merge(singer_meta, on="singer", how="left")
     songs, singers, attributes = add_voice_attributes(
         songs, singers, song_vecs["timbre"], classifier=load_gender_classifier(checkpoints, encoders["timbre"]),
-        fit_gender=fit_gender, previous=prev_songs, progress=progress)
+        fit_gender=fit_gender, previous=prev_songs, measured=measured, progress=progress)
 
     # ---- the same songs as the previous index (--append with nothing new): its vectors are these, so its map
     # layout and FAISS files are what this build would compute again

@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 
 from data.errors import SingrecError
-from index.store import KINDS, write_npz
+from index.store import CHUNK_KINDS, KINDS, RANGE_DIM, write_npz
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "the Ray engine needs Ray: pip install singrec[ray]"
-ROW_COLUMNS = ["song_id", "path", "chunk", "position", "duration", *KINDS, "error"]
+ROW_COLUMNS = ["song_id", "path", "chunk", "position", "duration", *CHUNK_KINDS, "error"]
 PACKAGES = ["data", "encoders", "index", "recsys", "app"]  # uploaded to a cluster (runtime_env py_modules)
 
 
@@ -102,7 +102,7 @@ def embed_chunk_rows(chunk: int, song_ids: list[str], paths: list[str], encoders
             try:
                 results.append(embed_files([p], encoders))
             except Exception as exc:  # noqa: BLE001
-                results.append(({k: np.zeros((0, 1), np.float32) for k in KINDS}, np.zeros(0, np.float32),
+                results.append(({k: np.zeros((0, 1), np.float32) for k in CHUNK_KINDS}, np.zeros(0, np.float32),
                                 [(0, f"{type(exc).__name__}: {exc}")]))
             index_of.append([i])
     rows = []
@@ -112,12 +112,12 @@ def embed_chunk_rows(chunk: int, song_ids: list[str], paths: list[str], encoders
         for j, i in enumerate(ok):
             pos = positions[i]
             rows.append({"song_id": song_ids[pos], "path": paths[pos], "chunk": chunk, "position": pos,
-                         "duration": float(durations[j]), **{k: vectors[k][j].tolist() for k in KINDS},
+                         "duration": float(durations[j]), **{k: vectors[k][j].tolist() for k in CHUNK_KINDS},
                          "error": None})
         for i, reason in failed.items():
             pos = positions[i]
             rows.append({"song_id": song_ids[pos], "path": paths[pos], "chunk": chunk, "position": pos,
-                         "duration": float("nan"), **{k: [] for k in KINDS}, "error": str(reason)})
+                         "duration": float("nan"), **{k: [] for k in CHUNK_KINDS}, "error": str(reason)})
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 
@@ -148,7 +148,7 @@ def write_chunk(part: Path, rows: pd.DataFrame, dims: dict) -> None:
     write_npz(part, song_ids=np.array(ok["song_id"].tolist()), durations=ok["duration"].to_numpy(np.float32),
               failed_ids=np.array(bad["song_id"].tolist()), failed_reasons=np.array(bad["error"].tolist()),
               **{f"vec_{k}": (np.array(ok[k].tolist(), np.float32) if len(ok) else np.zeros((0, dims[k]), np.float32))
-                 for k in KINDS})
+                 for k in CHUNK_KINDS})
 
 
 def _start_ray(ray, address: str, actors: int | None) -> tuple[int, bool]:
@@ -190,7 +190,7 @@ def embed_chunks_on_ray(todo: pd.DataFrame, build_dir: Path, chunk_size: int, en
     n_chunks = (len(todo) + chunk_size - 1) // chunk_size
     chunks = [todo.iloc[c * chunk_size:(c + 1) * chunk_size] for c in range(n_chunks)]
     rows_dir, torn_dir = build_dir / "ray", build_dir / "torn"
-    dims = {k: int(encoders[k].dim) for k in KINDS}
+    dims = {**{k: int(encoders[k].dim) for k in KINDS}, "range": RANGE_DIM}
     missing = [c for c in range(n_chunks) if not (build_dir / f"part-{c:05d}.npz").is_file()]
     n_resumed = len(todo) - sum(len(chunks[c]) for c in missing)
 

@@ -38,6 +38,8 @@ from data.errors import SingrecError
 
 FORMAT_VERSION = 3  # snapshots/<id>/ published by CURRENT, as described above (2: the files at the top level)
 KINDS = ("timbre", "melody")
+RANGE_DIM = 3  # a song's sung range [low, centre, high] (MIDI), measured while its audio is decoded for the encoders
+CHUNK_KINDS = (*KINDS, "range")  # the arrays of a build chunk (build/part-*.npz: vec_<kind>)
 CURRENT = "CURRENT"
 SNAPSHOTS = "snapshots"
 PARTIAL = ".partial"     # suffix of a snapshot folder still being written

@@ -119,6 +119,27 @@ def test_index_has_typed_attribute_columns_and_keeps_the_catalogue_gender(tiny_i
                        songs.groupby("singer")["gender_p"].mean().loc[singers["singer"]], atol=1e-6)
 
 
+def test_the_build_measures_the_range_from_the_audio_it_decodes_for_the_encoders(tiny_catalogue, tiny_encoders,
+                                                                                  tmp_path, monkeypatch):
+    import pandas as pd
+
+    import index.attributes
+    from data.audio import load_audio
+    from index.build import build_catalogue_index
+    from index.store import current_snapshot
+
+    man = pd.read_csv(tiny_catalogue)
+    man["path"] = [str(tiny_catalogue.parent / p) for p in man["path"]]
+    man.iloc[:4].to_csv(tmp_path / "four.csv", index=False)
+    monkeypatch.setattr(index.attributes, "load_audio", lambda *a, **k: pytest.fail("audio decoded a second time"))
+    build_catalogue_index(tmp_path / "four.csv", tmp_path / "idx", encoders=tiny_encoders, progress=False)
+    songs = pd.read_parquet(current_snapshot(tmp_path / "idx") / "songs.parquet").set_index("path")
+    for path in man["path"].iloc[:4]:
+        want = sung_range(load_audio(path))
+        np.testing.assert_allclose(songs.loc[path, ["range_low_midi", "range_centre_midi", "range_high_midi"]]
+                                   .to_numpy(np.float32), want, rtol=0, atol=1e-4)
+
+
 def test_fit_gender_refits_on_labels_and_one_class_fails_before_embedding(tiny_catalogue, tiny_encoders, tmp_path):
     import pandas as pd
 
