@@ -365,6 +365,11 @@ class TCAE(nn.Module):
             nn.Conv1d(cfg.channels, cfg.in_channels, 1))
         self.head = nn.Linear(2 * cfg.latent_dim, cfg.embed_dim)  # pooled statistics -> melody vector
 
+    def __reduce__(self):
+        # weight-normalised convs pickle only through their state_dict (torch.nn.utils.parametrize); pickling
+        # happens when embed_songs(processes=N) sends the encoders to its spawned processes
+        return _tcae_from_state, (self.cfg, self.state_dict(), self.training)
+
     @property
     def receptive_field(self) -> int:
         """Input frames behind one latent frame (the 1x1 latent conv adds none)."""
@@ -391,6 +396,13 @@ class TCAE(nn.Module):
     def pool(self, z: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Melody vectors: latent statistics through the linear head, L2-normalised: (B, D, T) -> (B, embed_dim)."""
         return F.normalize(self.head(self.statistics(z, lengths)), dim=1)
+
+
+def _tcae_from_state(cfg: MelodyConfig, state: dict, training: bool) -> TCAE:
+    """A pickled :class:`TCAE` rebuilt (see ``TCAE.__reduce__``)."""
+    model = TCAE(cfg)
+    model.load_state_dict(state)
+    return model.train(training)
 
 
 # ----------------------------------------------------------------------------------------------------------

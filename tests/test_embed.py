@@ -98,17 +98,19 @@ def test_encoders_must_share_features(timbre, paths):
 def test_processes_give_the_rows_of_one_process(tiny_checkpoints, tiny_catalogue, tmp_path):
     from encoders.checkpoint import load_encoder
 
-    encs = {"timbre": load_encoder(tiny_checkpoints / "timbre.pt")}
+    # the melody encoder's weight-normalised convs reach the spawned processes through their state_dict
+    encs = {k: load_encoder(tiny_checkpoints / f"{k}.pt") for k in ("timbre", "melody")}
     paths = [str(p) for p in Catalogue.open(tiny_catalogue).songs["path"]]  # 12 songs
     bad = tmp_path / "bad.flac"
     bad.write_bytes(b"not audio")
     paths = [*paths[:5], str(bad), *paths[5:]]  # in the second of four chunks (two processes, batches of four)
-    one, failed_one = embed_songs(paths, encs, on_error="skip", progress=False, batch_size=4)
-    many, failed_many = embed_songs(paths, encs, on_error="skip", progress=False, batch_size=4, processes=2)
+    *one, failed_one = embed_songs(paths, encs, on_error="skip", progress=False, batch_size=4)
+    *many, failed_many = embed_songs(paths, encs, on_error="skip", progress=False, batch_size=4, processes=2)
     assert [(f.index, f.path) for f in failed_many] == [(f.index, f.path) for f in failed_one] == [(5, str(bad))]
     # the same rows in the same order (other batches: float noise at most)
-    assert many["timbre"].shape == one["timbre"].shape == (12, encs["timbre"].dim)
-    np.testing.assert_allclose(many["timbre"], one["timbre"], rtol=1e-5, atol=1e-5)
+    for k, a, b in zip(("timbre", "melody"), many, one):
+        assert a.shape == b.shape == (12, encs[k].dim)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(SingrecError, match="bad.flac"):
         embed_songs(paths, encs, progress=False, batch_size=4, processes=2)
 
