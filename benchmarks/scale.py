@@ -1,7 +1,7 @@
 """Song indexes at catalogue scale: synthetic vectors for 10^5 and 10^6 songs, and 10^7 on paper.
 
 Each size runs in its own process (so the peak memory is that size's): clustered unit vectors as in
-``benchmarks/query.py`` (128-d timbre, 64-d melody, 30 songs a singer), both song indexes built by
+``benchmarks/query.py`` (the shipped dims: 384-d timbre, 128-d melody; 30 songs a singer), both song indexes built by
 ``build_song_index`` with ``--index-key auto`` under ``--index-memory`` (the key, nprobe tuned to recall@10 >= 0.95
 against exact search on 500 held-out songs), then ``similar_singers`` p50 / p99 over ``--queries`` singers.
 Reports build seconds, peak RSS, the serialized index size, recall@10 and latency; the 10^7 row is computed from
