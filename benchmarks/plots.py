@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 DOCS = ROOT / "docs"
 KS = np.arange(1, 21)
 TARGET_X_REAL_TIME = 300
-# the 1M-song row of BENCHMARKS.md "Index and queries" (IVF4096,Flat, 128-d synthetic vectors, commit 24f98f4)
-MILLION = {"songs": 1_000_000, "p50_ms": 14.62, "p99_ms": 22.44, "commit": "24f98f4"}
+# the 1M-song row of BENCHMARKS.md "Index and queries" (IVF4096,Flat, 384-d / 128-d synthetic vectors)
+MILLION = {"songs": 1_000_000, "p50_ms": 21.28, "p99_ms": 26.07, "commit": "c68f0e4"}
 
 
 # ---------------------------------------------------------------------------------------------- top-k
@@ -234,7 +234,7 @@ def plot_latency(args) -> None:
     ax.minorticks_off()
     ax.set_xlabel("catalogue size (songs, 30 per singer; log scale)")
     ax.set_ylabel("similar_singers(k=10) latency (ms, log scale)")
-    ax.set_title(f"Similar-singer query latency against catalogue size\nsynthetic 128-d timbre + 64-d melody "
+    ax.set_title(f"Similar-singer query latency against catalogue size\nsynthetic 384-d timbre + 128-d melody "
                  f"vectors, one thread; commit {data['commit']}, 2 shared cores, load {load:.1f} at the end\n"
                  f"bands: range over the repeats", fontsize=10)
     ax.grid(alpha=0.3)
@@ -278,7 +278,7 @@ def plot_scale(args) -> None:
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"singrec at catalogue scale: synthetic 128-d / 64-d vectors, commit {data['commit']}, "
+    fig.suptitle(f"singrec at catalogue scale: synthetic 384-d / 128-d vectors, commit {data['commit']}, "
                  f"2 cores, load {data['load'][0]:.1f}", fontsize=10)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
