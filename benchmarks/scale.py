@@ -64,6 +64,7 @@ def main() -> None:
     from index.faiss_index import choose_index_key, parse_memory
 
     big, n7 = rows[-1], 10_000_000
+    sys.path.insert(0, str(ROOT))  # run as a script: the repo root is not on the path
     from benchmarks.query import SHIPPED_DIMS
 
     keys = {d: choose_index_key(n7, d, parse_memory(args.index_memory)) for d in SHIPPED_DIMS}
