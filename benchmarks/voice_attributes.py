@@ -2,7 +2,7 @@
 
 1. MIR-1K dev set (DEV: ``../shared/realdev/mir1k``, never committed) indexed from a manifest with ``path, singer,
    song`` only: song- and singer-level accuracy of ``gender_pred`` (shipped ``gender.pt``) against the dev set's
-   own labels. Then the same index with a manifest where half the singers (seeded) have a ``gender`` column,
+   own labels (a song carries its singer's pooled answer; ``songs_own_audio``: each song's own vector alone). Then the same index with a manifest where half the singers (seeded) have a ``gender`` column,
    rebuilt with ``--fit-gender gender`` (``--append``: no song is embedded again): accuracy on the other half.
 2. The f0 tracker against ``librosa.pyin`` on a few named real clips: the 5th / 50th / 95th percentile of the
    voiced pitch from each, and the time each takes.
@@ -42,6 +42,19 @@ def accuracy(index_dir: Path, truth: pd.Series, *, only: set | None = None) -> d
             "n_songs": len(songs), "n_singers": len(singers)}
 
 
+def own_audio_accuracy(index_dir: Path, truth: pd.Series) -> float:
+    """Song-level accuracy of the shipped classifier on each song's own speaker vector, before a singer's songs are
+    pooled (the index gives every song its singer's pooled answer)."""
+    from encoders.checkpoint import CHECKPOINT_DIR, load_encoder
+    from encoders.voice import speaker_part
+
+    snap = current_snapshot(index_dir)
+    songs = pd.read_parquet(snap / "songs.parquet")
+    p = load_encoder(CHECKPOINT_DIR / "gender.pt").predict_proba(
+        speaker_part(np.load(snap / "embeddings" / "songs_timbre.npy")))
+    return float(np.mean(np.where(p > 0.5, "f", "m") == songs["singer"].map(truth).to_numpy()))
+
+
 def real_gender(dev: Path, work: Path, seed: int) -> dict:
     man = pd.read_csv(dev / "manifest.csv")
     man["path"] = [str(dev / p) for p in man["path"]]
@@ -51,6 +64,7 @@ def real_gender(dev: Path, work: Path, seed: int) -> dict:
     out = work / "index"
     build_catalogue_index(work / "unlabelled.csv", out)
     shipped = accuracy(out, truth)
+    shipped["songs_own_audio"] = own_audio_accuracy(out, truth)
     singers = sorted(truth.index)
     labelled = set(np.random.default_rng(seed).permutation(singers)[:len(singers) // 2])
     half = man[["path", "singer", "song"]].copy()
