@@ -3,9 +3,9 @@
 ``add_voice_attributes`` is the indexer's last stage before the map (``index/build.py``); the computation is in
 :mod:`encoders.voice`. Columns (songs.parquet and singers.parquet):
 
-- ``gender_p``: probability of ``f``, a singer's: the mean over its songs' speaker vectors' probabilities, and a song
-  carries its singer's (gender belongs to the singer: every song of a singer gets one answer, from all the
-  evidence, instead of a short song's own guess); ``gender_pred``: ``f`` / ``m``;
+- ``gender_p``: probability of ``f`` of the singer, the mean of its songs' probabilities; a song carries its singer's
+  (gender belongs to the singer: all its songs get one answer from all the evidence, not each its own guess);
+  ``gender_pred``: ``f`` / ``m``;
   ``gender_source``: ``predicted``, or ``label`` for singers whose gender the catalogue gave when the classifier
   was fitted on the catalogue's own labels (``--fit-gender COL``). A catalogue's own ``gender`` column is never
   touched.
@@ -120,7 +120,6 @@ def add_voice_attributes(songs: pd.DataFrame, singers: pd.DataFrame, timbre_vect
         singer_p = pd.Series(p, index=songs.index).groupby(songs["singer"]).mean()
         for table in (songs, singers):
             table["gender_p"] = table["singer"].map(singer_p).astype(np.float32)
-        for table in (songs, singers):
             given = table["singer"].map(labels)
             table["gender_pred"] = np.where(given.notna(), given, np.where(table["gender_p"] > 0.5, "f", "m"))
             table["gender_source"] = np.where(given.notna(), "label", "predicted")
