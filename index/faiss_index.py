@@ -4,11 +4,12 @@ Vectors are L2-normalised, so inner product is cosine similarity. ``auto`` picks
 up to :data:`EXACT_LIMIT` vectors, an inverted-file index of the full vectors above while it fits the memory
 budget, and beyond that the compressed index autofaiss's selector picks for the budget (``OPQ..,IVF.._HNSW..,PQ..``).
 :func:`build_song_index` builds one, raises ``nprobe`` until recall@10 against exact search on held-out songs
-reaches :data:`TARGET_RECALL`, and reports that recall (``index.json``); see benchmarks/query.py.
+reaches :data:`TARGET_RECALL` (or stops gaining), and reports that recall (``index.json``); see benchmarks/query.py.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -19,9 +20,15 @@ import numpy as np
 
 from data.errors import SingrecError
 
+log = logging.getLogger(__name__)
+
 EXACT_LIMIT = 100_000  # up to this many vectors exact search is fast enough (< 10 ms per query here)
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 TARGET_RECALL = 0.95  # recall@10 against exact search that build_song_index tunes nprobe for
+# ... unless doubling nprobe gains less than this: a compressed (PQ) index's codes cap its recall below the target,
+# and probing every list then only costs time (1M songs, OPQ256_512,IVF16384_HNSW32,PQ256x8: recall 0.598 with all
+# 16384 lists probed; BENCHMARKS.md, scale)
+PLATEAU_GAIN = 0.005
 RECALL_QUERIES = 500  # held-out songs that measure it
 ADD_SHARD = 100_000  # vectors added to an index at a time
 # autofaiss 2.18 pins numpy<2 and pandas<3 but runs on this project's versions: installed without its pins
@@ -129,7 +136,9 @@ def build_song_index(embeddings: np.ndarray, index_key: str = "auto", *, max_mem
     The index (``index_key``, or :func:`choose_index_key` within ``max_memory``, default half the memory
     available) is trained on a sample and filled in shards by :func:`build_index`. For an approximate index,
     ``queries`` songs (a seeded sample) are searched against exact search: recall@10, raising ``nprobe`` (x2)
-    from :func:`default_nprobe` until it reaches :data:`TARGET_RECALL` or every list is probed.
+    from :func:`default_nprobe` until it reaches :data:`TARGET_RECALL` or every list is probed, or until a doubling
+    gains less than :data:`PLATEAU_GAIN` (then the smaller ``nprobe`` is kept): a compressed index's recall
+    stops short of the target, and the ranker rescores its candidates exactly from the stored vectors.
 
     Why not ``autofaiss.build_index``: autofaiss 2.18 builds every ``OPQ`` key -- the ones it picks under a
     memory budget -- with ``faiss.OPQMatrix(d, M=..., d2=...)``, which faiss-cpu 1.15 refuses (TypeError: no
@@ -151,10 +160,17 @@ def build_song_index(embeddings: np.ndarray, index_key: str = "auto", *, max_mem
     k = min(10, len(x))
     exact = _exact_top(x, q, k)
     ivf = _ivf(index)
+    before = None  # (nprobe, recall) of the previous step
     while True:
         recall = recall_at_k(search(index, q, k)[1], exact, k)
+        if before is not None and recall - before[1] < PLATEAU_GAIN:
+            ivf.nprobe, recall = before
+            log.warning("%s: recall@10 levels off at %.3f (target %.2f) from nprobe %d; the codes limit it",
+                        key, recall, TARGET_RECALL, ivf.nprobe)
+            break
         if ivf is None or recall >= TARGET_RECALL or ivf.nprobe >= ivf.nlist:
             break
+        before = (ivf.nprobe, recall)
         ivf.nprobe = min(ivf.nlist, ivf.nprobe * 2)
     if ivf is not None:
         info["nprobe"] = int(ivf.nprobe)

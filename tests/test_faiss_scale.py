@@ -3,13 +3,14 @@ tuned to recall@10 >= 0.95 against exact search on held-out songs, and that reca
 import json
 import shutil
 
+import faiss
 import numpy as np
 import pytest
 
 from data.errors import SingrecError
 from index.build import build_catalogue_index
-from index.faiss_index import (TARGET_RECALL, build_song_index, choose_index_key, load_index, parse_memory, save_index,
-                               search)
+from index.faiss_index import (PLATEAU_GAIN, TARGET_RECALL, build_song_index, choose_index_key, load_index,
+                               parse_memory, recall_at_k, save_index, search)
 
 
 def clustered(n, d, seed=0):
@@ -35,7 +36,17 @@ def test_song_index_is_tuned_to_the_target_recall_and_reloads_so(key, tmp_path):
     x = clustered(20_000, 32)
     index, info = build_song_index(x, key, queries=300)
     assert info["factory"] == key and info["recall_queries"] == 300
-    assert info["recall_at_10"] >= TARGET_RECALL or info["nprobe"] == 64
+    ivf = faiss.extract_index_ivf(index)
+    if "PQ" in key:  # 4-bit codes cap recall near 0.5: probing stops where it levels off, not at every list
+        assert info["recall_at_10"] < TARGET_RECALL and info["nprobe"] < ivf.nlist
+    if info["recall_at_10"] < TARGET_RECALL and info["nprobe"] < ivf.nlist:  # stopped where more lists gain little
+        exact = np.argsort(-(x[:300] @ x.T), axis=1)[:, :10]
+        at = {}
+        for nprobe in (info["nprobe"], 2 * info["nprobe"]):
+            ivf.nprobe = nprobe
+            at[nprobe] = recall_at_k(search(index, x[:300], 10)[1], exact)
+        assert at[2 * info["nprobe"]] - at[info["nprobe"]] < 2 * PLATEAU_GAIN  # other queries than the build's
+        ivf.nprobe = info["nprobe"]
     save_index(index, tmp_path / "s.faiss", info=info)
     again = load_index(tmp_path / "s.faiss")
     q = x[:50]
