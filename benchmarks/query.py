@@ -80,16 +80,22 @@ def synthetic_recommender(n_songs: int, songs_per_singer: int, dims=SHIPPED_DIMS
     return Recommender(Path("<memory>"), info, songs, singers, map_df, vecs, singer_vecs, indexes, pd.DataFrame())
 
 
-def synthetic_row(n_songs: int, songs_per_singer: int, n_queries: int, repeats: int = 1) -> tuple:
+def synthetic_row(n_songs: int, songs_per_singer: int, n_queries: int, repeats: int = 1,
+                  index_memory: str | None = None) -> tuple:
     """Latency, song recall@10 and singer top-10 overlap for a synthetic index of ``n_songs`` vectors.
 
     The reference ranker searches exact (Flat) song indexes and scores *every* singer exactly (no candidate
     cut), so the overlap measures all approximations at once: the IVF index, the candidate singers and the
-    rescoring budget. With ``repeats`` > 1 the latency is timed that many times (after the index is built) and
+    rescoring budget. With ``index_memory`` the song indexes are built as ``singrec index`` builds them
+    (``build_song_index``: the key ``auto`` picks within that budget, nprobe tuned). With ``repeats`` > 1 the latency is timed that many times (after the index is built) and
     the medians of the p50s and of the p99s are reported; the last element lists every (p50, p99).
     """
     print(f"building the {n_songs}-song synthetic index ...", flush=True)
-    approx = synthetic_recommender(n_songs, songs_per_singer)
+    built = {} if index_memory else None
+    approx = synthetic_recommender(n_songs, songs_per_singer, built=built, index_memory=index_memory)
+    key = choose_index_key(n_songs)
+    if built:
+        key = built["timbre"]["factory"] + (f", nprobe {built['timbre']['nprobe']}" if "nprobe" in built["timbre"] else "")
     rng = np.random.default_rng(1)
     qrows = rng.choice(n_songs, min(n_queries, n_songs), replace=False)
     exact_index = build_index(approx.song_vectors["timbre"], "Flat")
@@ -109,7 +115,7 @@ def synthetic_row(n_songs: int, songs_per_singer: int, n_queries: int, repeats: 
     # small catalogues have fewer singers than queries: more rounds, so every size times ~n_queries queries
     runs = [latency(approx, query_singers.tolist(), rounds=-(-n_queries // len(picks))) for _ in range(repeats)]
     p50, p99 = (float(np.median([r[i] for r in runs])) for i in (0, 1))
-    return ("synthetic vectors", f"{n_songs} songs / {len(approx.singers)} singers", choose_index_key(n_songs),
+    return ("synthetic vectors", f"{n_songs} songs / {len(approx.singers)} singers", key,
             f"{song_recall:.3f}", f"{overlap:.3f}", p50, p99, runs)
 
 
@@ -126,6 +132,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="time each synthetic size this many times and report the median p50 / p99 (steadier on "
                          "a shared machine)")
+    ap.add_argument("--index-memory", default=None,
+                    help="build the synthetic song indexes within this budget as `singrec index --index-memory` "
+                         "does (e.g. 1G: a compressed index at 1M songs); default: the key `auto` picks by size")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     set_torch_threads()
@@ -140,7 +149,7 @@ def main() -> None:
 
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else [args.mid_songs, args.songs]
     for n_songs in [n for n in sizes if n]:
-        rows.append(synthetic_row(n_songs, args.songs_per_singer, args.queries, args.repeats))
+        rows.append(synthetic_row(n_songs, args.songs_per_singer, args.queries, args.repeats, args.index_memory))
     print("\n| index | size | FAISS | song recall@10 vs exact | singer top-10 overlap vs exact | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
     for name, size, key, rec10, ov, p50, p99, _ in rows:
