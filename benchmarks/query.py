@@ -70,8 +70,9 @@ def synthetic_recommender(n_songs: int, songs_per_singer: int, dims=SHIPPED_DIMS
         else:
             indexes[kind], built[kind] = build_song_index(vecs[kind], index_key, max_memory=index_memory)
             built[kind]["seconds"] = time.perf_counter() - t0
-        print(f"  built {kind} index {index_key if index_key != 'auto' else choose_index_key(n_songs)} "
-              f"over {n_songs} x {d} in {time.perf_counter() - t0:.0f} s", flush=True)
+        name = built[kind]["factory"] if built is not None else (
+            index_key if index_key != "auto" else choose_index_key(n_songs))
+        print(f"  built {kind} index {name} over {n_songs} x {d} in {time.perf_counter() - t0:.0f} s", flush=True)
     songs = pd.DataFrame({"song_id": [f"{names[o]}/{i}" for i, o in enumerate(owner)], "singer": names[owner]})
     singers = pd.DataFrame({"singer": names, "n_songs": np.bincount(owner, minlength=n_singers)})
     map_df = pd.DataFrame({"kind": "song", "id": songs["song_id"], "singer": songs["singer"], "x": 0.0, "y": 0.0,
