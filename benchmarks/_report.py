@@ -21,15 +21,16 @@ def write_section(path: Path, title: str, body: str) -> None:
     path.write_text(text)
 
 
-def add_catalogue_args(ap, *, seed: int) -> None:
+def add_catalogue_args(ap, *, seed: int, singers: int | None = None, songs: int | None = None,
+                       seconds: float | None = None) -> None:
     """``--catalogue`` (an existing one) or the synthetic one to make: ``--singers --songs --seconds --seed
-    --workers`` (defaults: the default catalogue's size, the given seed)."""
+    --workers`` (defaults: the given size, else the default catalogue's; the given seed)."""
     from data.synth import DEFAULT_SECONDS, DEFAULT_SINGERS, DEFAULT_SONGS
 
     ap.add_argument("--catalogue", type=Path, help="an existing catalogue folder or manifest; default: synthesize")
-    ap.add_argument("--singers", type=int, default=DEFAULT_SINGERS)
-    ap.add_argument("--songs", type=int, default=DEFAULT_SONGS)
-    ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
+    ap.add_argument("--singers", type=int, default=singers or DEFAULT_SINGERS)
+    ap.add_argument("--songs", type=int, default=songs or DEFAULT_SONGS)
+    ap.add_argument("--seconds", type=float, default=seconds or DEFAULT_SECONDS)
     ap.add_argument("--seed", type=int, default=seed, help=f"synth seed (default {seed})")
     ap.add_argument("--workers", type=int, default=2)
 

@@ -17,29 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
-from data.catalogue import Catalogue
 from encoders.base import set_torch_threads
 from encoders.checkpoint import load_default_encoders
 from encoders.embed import embed_songs
 from index.build import build_catalogue_index
 
+from _report import add_catalogue_args, catalogue_from_args  # noqa: E402  (benchmarks/ is on sys.path)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--catalogue", type=Path)
-    ap.add_argument("--singers", type=int, default=20)
-    ap.add_argument("--songs", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=60.0)
+    add_catalogue_args(ap, seed=7, singers=20, songs=3, seconds=60.0)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     set_torch_threads()
     work = Path(tempfile.mkdtemp(prefix="singrec-bench-"))
     try:
-        if args.catalogue is None:
-            from data.synth import synthesize_catalogue
-            args.catalogue = synthesize_catalogue(work / "catalogue", singers=args.singers, songs=args.songs,
-                                                  seconds=args.seconds, seed=7)
-        cat = Catalogue.open(args.catalogue)
+        cat = catalogue_from_args(args, work)
         encoders = load_default_encoders()
         # warm-up: numba/UMAP compilation and file cache, not counted
         build_catalogue_index(cat, work / "warm", encoders=encoders, progress=False)
@@ -59,7 +53,8 @@ def main() -> None:
         print("|---|---|---|---|")
         print(f"| embedding (decode + log-mel + timbre + melody) | {e:.2f} | "
               f"{audio / e:.0f}x | {180 * e / audio:.2f} s |")
-        print(f"| whole build (+ sung range, FAISS, tables, UMAP map, snapshot) | {t:.2f} | {audio / t:.0f}x | {180 * t / audio:.2f} s |")
+        print(f"| whole build (+ sung range, FAISS, tables, UMAP map, snapshot) | {t:.2f} | "
+              f"{audio / t:.0f}x | {180 * t / audio:.2f} s |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

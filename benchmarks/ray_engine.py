@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import add_catalogue_args, catalogue_from_args  # benchmarks/ is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,19 +63,12 @@ def run(cmd: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--catalogue", type=Path)
-    ap.add_argument("--singers", type=int, default=20)
-    ap.add_argument("--songs", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    add_catalogue_args(ap, seed=7, singers=20, songs=5, seconds=10.0)
     ap.add_argument("--actors", type=int, default=1)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="singrec-ray-bench-"))
     try:
-        if args.catalogue is None:
-            from data.synth import synthesize_catalogue
-            args.catalogue = synthesize_catalogue(work / "catalogue", singers=args.singers, songs=args.songs,
-                                                  seconds=args.seconds, seed=7)
-        base = [sys.executable, "-m", "app.cli", "-v", "index", str(args.catalogue)]
+        base = [sys.executable, "-m", "app.cli", "-v", "index", str(catalogue_from_args(args, work).source.resolve())]
         rows = {"in-process": run(base + ["--out", str(work / "a")]),
                 "ray": run(base + ["--out", str(work / "b"), "--engine", "ray", "--actors", str(args.actors)])}
         n = int(re.search(r"indexed (\d+) songs", rows["ray"]["summary"]).group(1))
